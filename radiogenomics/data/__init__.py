@@ -1,0 +1,1 @@
+"""Readers, cohorts, synthetic data, splits, transforms, cache and datamodules."""

@@ -1,0 +1,1 @@
+"""Metrics beyond torchmetrics, reports and plots."""

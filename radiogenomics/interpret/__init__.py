@@ -1,0 +1,1 @@
+"""Grad-CAM, attention maps and uncertainty."""

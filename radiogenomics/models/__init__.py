@@ -1,0 +1,1 @@
+"""LightningModules per task family; pure networks live in ``radiogenomics.models.nets``."""
