@@ -1,0 +1,160 @@
+"""Training speed of cnn3d: samples/s and peak memory per input size, and the data-wait share.
+
+    python benchmarks/train_step.py [--steps 3] [--winner-batch 2] [--json out.json]
+
+Each network measurement runs in its own process so that its peak memory is its own
+(peak RSS on CPU, peak allocated CUDA memory on GPU). The data-wait share trains cnn3d on
+a small synthetic cohort from the preprocessing cache and splits each step into the time
+spent waiting for the next batch and the time spent computing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def measure_step(channels: int, size: list[int], batch: int, steps: int, precision: str,
+                 channels_last: bool) -> dict[str, float]:
+    """Forward + backward + Adam step of cnn3d on random data; returns samples/s and memory."""
+    from radiogenomics.models.nets.resnet3d import ResNet3D
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    net = ResNet3D(in_channels=channels, num_classes=1).to(device)
+    x = torch.randn(batch, channels, *size, device=device)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last_3d)
+        x = x.to(memory_format=torch.channels_last_3d)
+    y = torch.rand(batch, 1, device=device)
+    optimizer = torch.optim.Adam(net.parameters(), 1e-4)
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
+
+    def step() -> None:
+        with autocast:
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(net(x).float(), y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    step()  # warm-up
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+        peak_mb = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    elapsed = time.perf_counter() - start
+    return {"samples_per_s": batch * steps / elapsed, "peak_mb": peak_mb, "device": device}
+
+
+def run_isolated(**kwargs: object) -> dict[str, float]:
+    code = ("import json,sys; sys.path.insert(0, %r); from benchmarks.train_step import "
+            "measure_step; print(json.dumps(measure_step(**%r)))" % (str(ROOT), kwargs))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=ROOT)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def data_wait_share(workdir: Path, epochs: int = 2) -> dict[str, float]:
+    """Share of training-step time spent waiting for batches from the cache (default data)."""
+    import lightning.pytorch as pl
+
+    from radiogenomics.data.datamodule import MRIDataModule
+    from radiogenomics.models.classifier import ClassificationModule
+    from radiogenomics.models.nets.resnet3d import ResNet3D
+
+    class StepTimer(pl.Callback):
+        def __init__(self) -> None:
+            self.wait = self.compute = 0.0
+            self._end: float | None = None
+            self._start = 0.0
+
+        def on_train_epoch_start(self, *args: object) -> None:
+            self._end = time.perf_counter()
+
+        def on_train_batch_start(self, *args: object) -> None:
+            self._start = time.perf_counter()
+            if self._end is not None:
+                self.wait += self._start - self._end
+
+        def on_train_batch_end(self, *args: object) -> None:
+            self._end = time.perf_counter()
+            self.compute += self._end - self._start
+
+    datamodule = MRIDataModule(
+        layout="synthetic", root=str(workdir / "cohort"), target="mgmt",
+        sequences=("T1wCE", "FLAIR"), spatial_size=(48, 48, 48), test_split="test",
+        cache_dir=str(workdir / "cache"), batch_size=8,
+        augment={"flip_prob": 0.5, "rotate_prob": 0.3},
+        synthetic={"patients": 24, "test_patients": 4, "seed": 0},
+    )
+    datamodule.prepare_data()
+    model = ClassificationModule(
+        net=ResNet3D(in_channels=2), optimizer=lambda params: torch.optim.Adam(params, 1e-4))
+    timer = StepTimer()
+    trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, callbacks=[timer], num_sanity_val_steps=0,
+                         limit_val_batches=0)
+    trainer.fit(model, datamodule=datamodule)
+    total = timer.wait + timer.compute
+    return {"data_wait_share": timer.wait / total, "num_workers": datamodule.num_workers}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--winner-batch", type=int, default=None,
+                        help="batch at the winner's input (default: 8 on GPU, 2 on CPU)")
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--skip-data", action="store_true")
+    args = parser.parse_args()
+
+    gpu = torch.cuda.is_available()
+    winner_batch = args.winner_batch or (8 if gpu else 2)
+    configs = [("default input", 2, [48, 48, 48], 8, "32-true", False),
+               ("winner input", 1, [256, 256, 64], winner_batch, "32-true", False)]
+    if gpu:
+        configs += [("winner input", 1, [256, 256, 64], winner_batch, "bf16-mixed", False),
+                    ("winner input", 1, [256, 256, 64], winner_batch, "bf16-mixed", True)]
+    rows = []
+    for name, channels, size, batch, precision, channels_last in configs:
+        result = run_isolated(channels=channels, size=size, batch=batch, steps=args.steps,
+                              precision=precision, channels_last=channels_last)
+        rows.append({"case": name, "input": f"{channels}x" + "x".join(map(str, size)),
+                     "batch": batch, "precision": precision, "channels_last_3d": channels_last,
+                     **result})
+    print(f"{'case':<14} {'input':<14} {'batch':>5} {'precision':<11} {'cl3d':<5} "
+          f"{'samples/s':>10} {'peak MB':>9} device")
+    for r in rows:
+        print(f"{r['case']:<14} {r['input']:<14} {r['batch']:>5} {r['precision']:<11} "
+              f"{str(r['channels_last_3d']):<5} {r['samples_per_s']:>10.2f} "
+              f"{r['peak_mb']:>9.0f} {r['device']}")
+    results: dict[str, object] = {"steps": rows}
+    if not args.skip_data:
+        with tempfile.TemporaryDirectory() as tmp:
+            wait = data_wait_share(Path(tmp))
+        print(f"\ndata wait from the cache: {100 * wait['data_wait_share']:.1f}% of step time "
+              f"(num_workers={wait['num_workers']}; target < 5%)")
+        results["data_wait"] = wait
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

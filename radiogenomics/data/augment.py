@@ -1,0 +1,47 @@
+"""Random MONAI transforms applied after the cache, on each draw of a training sample."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from monai import transforms as mt
+
+
+@dataclass
+class AugmentConfig:
+    """Strength and probability of each random transform (0 disables it)."""
+
+    flip_prob: float = 0.5
+    rotate_range_deg: float = 10.0
+    rotate_prob: float = 0.3
+    scale_range: float = 0.1
+    intensity_shift: float = 0.1
+    intensity_scale: float = 0.1
+    intensity_prob: float = 0.5
+    noise_std: float = 0.0
+
+
+def augmentation(config: AugmentConfig | None, with_seg: bool = False) -> mt.Compose:
+    """Random spatial and intensity transforms (identity when ``config`` is ``None``)."""
+    if config is None:
+        return mt.Compose([])
+    keys = ["image", "seg"] if with_seg else ["image"]
+    modes = ["bilinear", "nearest"] if with_seg else ["bilinear"]
+    steps: list[mt.Transform] = []
+    if config.flip_prob > 0:
+        steps.append(mt.RandFlipd(keys=keys, prob=config.flip_prob, spatial_axis=0))
+    if config.rotate_prob > 0 and (config.rotate_range_deg > 0 or config.scale_range > 0):
+        angle = float(np.deg2rad(config.rotate_range_deg))
+        steps.append(mt.RandAffined(keys=keys, prob=config.rotate_prob, mode=modes,
+                                    rotate_range=(angle, angle, angle),
+                                    scale_range=(config.scale_range,) * 3,
+                                    padding_mode="zeros"))
+    if config.intensity_prob > 0:
+        steps.append(mt.RandScaleIntensityd(keys=["image"], factors=config.intensity_scale,
+                                            prob=config.intensity_prob))
+        steps.append(mt.RandShiftIntensityd(keys=["image"], offsets=config.intensity_shift,
+                                            prob=config.intensity_prob))
+    if config.noise_std > 0:
+        steps.append(mt.RandGaussianNoised(keys=["image"], std=config.noise_std, prob=0.5))
+    return mt.Compose(steps)

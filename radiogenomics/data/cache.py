@@ -1,0 +1,232 @@
+"""On-disk cache of the deterministic preprocessing, keyed by source files and transform config.
+
+Each entry is a folder ``<case id>-<key>/`` holding ``image.npy`` (float16 by default,
+memory-mapped on read), ``seg.npy`` (uint8, when masks are used) and ``meta.json``. The key
+hashes the preprocessing config and the size and modification time of every source file,
+so changing either makes a new entry: a stale one is never read. Entries are written to a
+temporary folder and renamed into place, so a killed preparation leaves no partial entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from multiprocessing import get_all_start_methods, get_context
+from multiprocessing.context import BaseContext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from radiogenomics.data.case import Case
+from radiogenomics.data.errors import DataError
+from radiogenomics.data.transforms import PreprocessConfig, preprocessing
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+"""Bumped whenever the pipeline's code changes what an entry holds."""
+
+
+def fingerprint(path: str | Path) -> list[Any]:
+    """Identity of a source file or folder: resolved path, size and mtime of every file."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file())
+    elif path.exists():
+        files = [path]
+    else:
+        return [str(path), "missing"]
+    return [str(path.resolve())] + [[f.name, *_stat(f)] for f in files]
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+@dataclass
+class PrepareReport:
+    """What a preparation did: cases prepared now, found in the cache, and failures."""
+
+    prepared: list[str] = field(default_factory=list)
+    cached: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        text = (f"{len(self.prepared)} prepared, {len(self.cached)} already cached, "
+                f"{len(self.failed)} failed")
+        if self.failed:
+            text += "\n" + "\n".join(f"  {pid}: {why}" for pid, why in sorted(self.failed.items()))
+        return text
+
+
+class PreprocessCache:
+    """Deterministic preprocessing results for a cohort, stored under ``root``."""
+
+    def __init__(self, root: str | Path, config: PreprocessConfig) -> None:
+        self.root = Path(root)
+        self.config = config
+        self._pipeline = None
+
+    def sources(self, case: Case) -> dict[str, Any]:
+        """Source files of a case that the config reads."""
+        images = case["images"]
+        missing = [s for s in self.config.sequences if s not in images]
+        if missing:
+            raise DataError(f"sequence(s) {missing} not available (has {sorted(images)})",
+                            patient=case["id"],
+                            hint="choose data.sequences among those the cohort has")
+        sources = {s: images[s] for s in self.config.sequences}
+        if self.config.with_seg:
+            if not case.get("seg"):
+                raise DataError("no tumour mask for this case", patient=case["id"],
+                                hint="segmentation needs a cohort with masks (data=brats)")
+            sources["seg"] = case["seg"]
+        return sources
+
+    def key(self, case: Case) -> str:
+        payload = {
+            "version": CACHE_VERSION,
+            "config": self.config.to_dict(),
+            "scheme": case.get("label_scheme"),
+            "sources": {k: fingerprint(v) for k, v in self.sources(case).items()},
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
+
+    def entry(self, case: Case) -> Path:
+        return self.root / f"{case['id']}-{self.key(case)}"
+
+    def has(self, case: Case) -> bool:
+        return (self.entry(case) / "meta.json").exists()
+
+    def load(self, case: Case, mmap: bool = True) -> dict[str, np.ndarray]:
+        """Arrays of a prepared case (memory-mapped unless ``mmap`` is false)."""
+        entry = self.entry(case)
+        if not (entry / "meta.json").exists():
+            raise DataError("not in the preprocessing cache", patient=case["id"], path=entry,
+                            hint="call prepare() (the datamodule does it in prepare_data)")
+        mode = "r" if mmap else None
+        out = {"image": np.load(entry / "image.npy", mmap_mode=mode)}
+        if self.config.with_seg:
+            out["seg"] = np.load(entry / "seg.npy", mmap_mode=mode)
+        return out
+
+    def compute(self, case: Case) -> dict[str, np.ndarray]:
+        """Run the deterministic pipeline on one case (no cache involved)."""
+        if self._pipeline is None:
+            self._pipeline = preprocessing(self.config)
+        sample = {"id": case["id"], "label_scheme": case.get("label_scheme", "brats2021"),
+                  **self.sources(case)}
+        try:
+            result = self._pipeline(sample)
+        except DataError:
+            raise
+        except Exception as err:  # MONAI wraps errors of inner transforms
+            inner = err.__cause__ if isinstance(err.__cause__, DataError) else None
+            if inner is not None:
+                raise inner from err
+            raise DataError(f"preprocessing failed: {err}", patient=case["id"],
+                            hint="check the series of this patient") from err
+        out = {"image": _numpy(result["image"]).astype(self.config.dtype)}
+        if self.config.with_seg:
+            out["seg"] = _numpy(result["seg"]).astype(np.uint8)
+        return out
+
+    def write(self, case: Case, arrays: dict[str, np.ndarray]) -> Path:
+        """Store arrays atomically (temporary folder renamed into place)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        final = self.entry(case)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{case['id']}-", dir=self.root))
+        try:
+            for name, array in arrays.items():
+                np.save(tmp / f"{name}.npy", array)
+            meta = {"id": case["id"], "shape": list(arrays["image"].shape),
+                    "config": self.config.to_dict()}
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return final
+
+    def get(self, case: Case) -> dict[str, np.ndarray]:
+        """Load a case, computing and storing it first if absent."""
+        if not self.has(case):
+            self.write(case, self.compute(case))
+        return self.load(case)
+
+    def prepare(self, cases: list[Case], workers: int = 0, progress: bool = True) -> PrepareReport:
+        """Fill the cache for every case, in ``workers`` processes (0: in this process).
+
+        Failures do not stop the others: each is recorded in the report with its reason.
+        """
+        report = PrepareReport()
+        todo = []
+        for case in cases:
+            try:
+                if self.has(case):
+                    report.cached.append(case["id"])
+                else:
+                    todo.append(case)
+            except DataError as err:
+                report.failed[case["id"]] = str(err)
+        if not todo:
+            return report
+        bar = tqdm(total=len(todo), desc="preparing cache", unit="patient", disable=not progress)
+        if workers <= 1:
+            for case in todo:
+                _record(report, case["id"], _prepare_one(self.root, self.config, case))
+                bar.update()
+        else:
+            with ProcessPoolExecutor(max_workers=min(workers, len(todo)),
+                                     mp_context=_mp_context(), initializer=_init_worker) as pool:
+                futures = {pool.submit(_prepare_one, self.root, self.config, c): c["id"]
+                           for c in todo}
+                for future in as_completed(futures):
+                    _record(report, futures[future], future.result())
+                    bar.update()
+        bar.close()
+        return report
+
+
+def _numpy(value: Any) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def _mp_context() -> BaseContext:
+    """Fork where available (like DataLoader workers: no re-import of torch), else spawn."""
+    return get_context("fork" if "fork" in get_all_start_methods() else "spawn")
+
+
+def _init_worker() -> None:
+    torch.set_num_threads(1)
+
+
+def _prepare_one(root: Path, config: PreprocessConfig, case: Case) -> str | None:
+    """Compute and store one case; return the error text instead of raising."""
+    cache = PreprocessCache(root, config)
+    try:
+        cache.write(case, cache.compute(case))
+    except Exception as err:  # reported per patient by the caller
+        return str(err) if isinstance(err, DataError) else f"[patient {case['id']}] {err!r}"
+    return None
+
+
+def _record(report: PrepareReport, case_id: str, error: str | None) -> None:
+    if error is None:
+        report.prepared.append(case_id)
+    else:
+        report.failed[case_id] = error

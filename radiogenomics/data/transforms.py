@@ -1,0 +1,150 @@
+"""The deterministic MONAI preprocessing pipeline whose output the cache stores."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from monai import transforms as mt
+from monai.data import MetaTensor
+
+from radiogenomics.data.errors import DataError
+from radiogenomics.data.labels import to_internal
+from radiogenomics.data.readers import load_volume
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Everything that decides the output of the deterministic pipeline (and so the cache key).
+
+    ``spacing`` resamples the reference sequence (the first one) to that voxel size in mm;
+    the other sequences and the mask are resampled onto its grid by world coordinates.
+    ``spatial_size`` is the final array size after foreground cropping; ``slab`` keeps
+    that many contiguous axial slices around the one of largest brain area before resizing
+    in-plane (the Kaggle winner's "central slices"), ``None`` resizes the whole volume.
+    """
+
+    sequences: tuple[str, ...] = ("T1wCE",)
+    spacing: tuple[float, float, float] | None = (2.0, 2.0, 2.0)
+    spatial_size: tuple[int, int, int] = (48, 48, 48)
+    with_seg: bool = False
+    crop_foreground: bool = True
+    slab: int | None = None
+    dtype: str = "float16"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> PreprocessConfig:
+        def tup(v: Any) -> Any:
+            return tuple(v) if isinstance(v, Sequence) and not isinstance(v, str) else v
+
+        return cls(**{k: tup(v) for k, v in values.items()})
+
+
+class LoadVolumed(mt.MapTransform):
+    """Read each image (DICOM series folder or NIfTI file) as a channel-first MetaTensor in RAS."""
+
+    def __init__(self, keys: Sequence[str], patient_key: str = "id") -> None:
+        super().__init__(keys)
+        self.patient_key = patient_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            volume = load_volume(d[key], patient=d.get(self.patient_key))
+            d[key] = MetaTensor(
+                torch.from_numpy(np.ascontiguousarray(volume.array, dtype=np.float32))[None],
+                affine=torch.as_tensor(volume.affine, dtype=torch.float64),
+            )
+        return d
+
+
+class ToInternalLabelsd(mt.MapTransform):
+    """Convert a mask from its cohort's label scheme to the internal 0/1/2/3 scheme."""
+
+    def __init__(self, keys: Sequence[str], scheme_key: str = "label_scheme") -> None:
+        super().__init__(keys)
+        self.scheme_key = scheme_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            mask = d[key]
+            values = torch.round(mask.as_tensor() if isinstance(mask, MetaTensor) else mask)
+            converted = to_internal(values.to(torch.int64), d.get(self.scheme_key, "brats2021"))
+            d[key] = mask.clone().copy_(converted) if isinstance(mask, MetaTensor) else converted
+        return d
+
+
+class CentralSlabd(mt.MapTransform):
+    """Keep ``depth`` contiguous axial slices centred on the slice of largest brain area."""
+
+    def __init__(self, keys: Sequence[str], reference_key: str, depth: int) -> None:
+        super().__init__(keys)
+        self.reference_key = reference_key
+        self.depth = depth
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        reference = d[self.reference_key][0]
+        area = (reference > 0).sum(dim=(0, 1))
+        n_slices = reference.shape[-1]
+        centre = int(torch.argmax(area)) if n_slices else 0
+        start = min(max(centre - self.depth // 2, 0), max(n_slices - self.depth, 0))
+        for key in self.key_iterator(d):
+            d[key] = d[key][..., start : start + self.depth]
+        return d
+
+
+class CheckFinited(mt.MapTransform):
+    """Fail loudly on blank or non-finite images after preprocessing."""
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            image = d[key]
+            if not torch.isfinite(image).all():
+                raise DataError(f"{key} has non-finite voxels after preprocessing",
+                                patient=d.get("id"), hint="check the source series")
+            if float(image.max()) == float(image.min()):
+                raise DataError(f"{key} is blank (every voxel has the same value)",
+                                patient=d.get("id"), hint="exclude the patient or fix the series")
+        return d
+
+
+def preprocessing(config: PreprocessConfig) -> mt.Compose:
+    """The deterministic pipeline: load, orient RAS, resample, crop, resize, normalise."""
+    sequences = list(config.sequences)
+    reference = sequences[0]
+    image_keys = list(sequences)
+    all_keys = image_keys + (["seg"] if config.with_seg else [])
+    modes = ["bilinear"] * len(image_keys) + (["nearest"] if config.with_seg else [])
+    steps: list[mt.Transform] = [
+        LoadVolumed(all_keys),
+        CheckFinited(image_keys),
+        mt.Orientationd(keys=all_keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
+    ]
+    if config.with_seg:
+        steps.append(ToInternalLabelsd(["seg"]))
+    if config.spacing is not None:
+        steps.append(mt.Spacingd(keys=[reference], pixdim=config.spacing, mode="bilinear"))
+    others = [k for k in all_keys if k != reference]
+    if others:
+        steps.append(mt.ResampleToMatchd(keys=others, key_dst=reference, mode=modes[1:]))
+    if config.crop_foreground:
+        steps.append(mt.CropForegroundd(keys=all_keys, source_key=reference, margin=2,
+                                        allow_smaller=True))
+    if config.slab is not None:
+        steps.append(CentralSlabd(all_keys, reference_key=reference, depth=config.slab))
+    steps += [
+        mt.Resized(keys=all_keys, spatial_size=config.spatial_size, mode=modes,
+                   anti_aliasing=False),
+        mt.NormalizeIntensityd(keys=image_keys, nonzero=True, channel_wise=True),
+        mt.ConcatItemsd(keys=image_keys, name="image", dim=0),
+    ]
+    return mt.Compose(steps)

@@ -1,0 +1,135 @@
+"""LightningModule for patient-level classification (MGMT, grade, survival class)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+from torchmetrics import MaxMetric, MeanMetric, MetricCollection
+from torchmetrics.classification import (
+    BinaryAccuracy,
+    BinaryAUROC,
+    BinaryF1Score,
+    MulticlassAccuracy,
+    MulticlassAUROC,
+    MulticlassF1Score,
+)
+
+SPLITS = ("train", "val", "test")
+
+
+class ClassificationModule(pl.LightningModule):
+    """Train an injected network on one case-level target.
+
+    Binary targets (``num_classes=2``) use one logit with BCE-with-logits (``pos_weight``
+    for imbalance); more classes use cross-entropy. Logs ``{split}/loss``, ``{split}/auc``,
+    ``{split}/acc``, ``{split}/f1`` and ``val/auc_best``.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        target: str = "mgmt",
+        num_classes: int = 2,
+        pos_weight: float | None = None,
+        class_weights: list[float] | None = None,
+        monitor: str = "val/auc",
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        # optimizer/scheduler are callables: kept out of the checkpoint's hyper-parameters so
+        # that checkpoints load with torch.load(weights_only=True)
+        self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "scheduler"])
+        self.net = net
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.binary = num_classes == 2
+        if self.binary:
+            weight = torch.tensor([pos_weight]) if pos_weight is not None else None
+            self.criterion: nn.Module = nn.BCEWithLogitsLoss(pos_weight=weight)
+            metrics = {"auc": BinaryAUROC(), "acc": BinaryAccuracy(), "f1": BinaryF1Score()}
+        else:
+            weight = torch.tensor(class_weights, dtype=torch.float) if class_weights else None
+            self.criterion = nn.CrossEntropyLoss(weight=weight)
+            metrics = {
+                "auc": MulticlassAUROC(num_classes=num_classes),
+                "acc": MulticlassAccuracy(num_classes=num_classes),
+                "f1": MulticlassF1Score(num_classes=num_classes, average="macro"),
+            }
+        # ModuleDict keys cannot be "train" (nn.Module.train), hence the "_metrics" suffix
+        self.metrics = nn.ModuleDict({f"{split}_metrics": MetricCollection(metrics).clone(
+            prefix=f"{split}/") for split in SPLITS})
+        self.losses = nn.ModuleDict({f"{split}_loss": MeanMetric() for split in SPLITS})
+        self.val_auc_best = MaxMetric()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Positive-class probability (binary) or class probabilities (multiclass)."""
+        return torch.sigmoid(logits.squeeze(-1)) if self.binary else torch.softmax(logits, -1)
+
+    def _step(self, batch: dict[str, Any], split: str) -> torch.Tensor:
+        logits = self(batch["image"])
+        target = batch["label"]
+        if (target < 0).any():
+            raise ValueError(f"batch of patients {batch['id']} holds an unlabelled case")
+        if self.binary:
+            loss = self.criterion(logits.squeeze(-1), target.float())
+        else:
+            loss = self.criterion(logits, target.long())
+        self.losses[f"{split}_loss"](loss.detach())
+        self.metrics[f"{split}_metrics"].update(self.probabilities(logits.detach()), target.long())
+        self.log(f"{split}/loss", self.losses[f"{split}_loss"], on_step=False, on_epoch=True,
+                 prog_bar=split != "test", batch_size=len(target))
+        return loss
+
+    def on_train_start(self) -> None:
+        self.val_auc_best.reset()
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def _log_epoch(self, split: str) -> dict[str, torch.Tensor]:
+        values = self.metrics[f"{split}_metrics"].compute()
+        self.log_dict(values, prog_bar=split == "val")
+        self.metrics[f"{split}_metrics"].reset()
+        return values
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        values = self._log_epoch("val")
+        self.val_auc_best(values["val/auc"])
+        self.log("val/auc_best", self.val_auc_best.compute(), prog_bar=True)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        return {"id": list(batch["id"]), "probability": self.probabilities(self(batch["image"]))}
+
+    def setup(self, stage: str) -> None:
+        if self.hparams.compile and stage == "fit":
+            self.net = torch.compile(self.net)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = self.optimizer_factory(params=self.trainer.model.parameters())
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.monitor,
+                                 "interval": "epoch", "frequency": 1}}

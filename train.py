@@ -1,0 +1,66 @@
+"""Train a model: `python train.py [data=...] [model=...] [trainer=...] [key=value ...]`.
+
+Composes the config, instantiates the datamodule, model, callbacks, loggers and trainer,
+fits, tests the best checkpoint and returns `optimized_metric` for sweepers.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import hydra
+import lightning.pytorch as pl
+from omegaconf import DictConfig
+
+from radiogenomics import config as rc
+from radiogenomics.runs import resolve_ckpt_path
+
+log = logging.getLogger("train")
+
+
+@rc.task_wrapper
+def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    if cfg.get("seed") is not None:
+        pl.seed_everything(cfg.seed, workers=True)
+    rc.check_trainer(cfg)
+
+    log.info("instantiating datamodule <%s>", cfg.data._target_)
+    datamodule: pl.LightningDataModule = rc.instantiate(cfg.data)
+    log.info("instantiating model <%s>", cfg.model._target_)
+    model: pl.LightningModule = rc.instantiate(cfg.model)
+    callbacks = rc.instantiate_group(cfg.get("callbacks"), "callback")
+    loggers = rc.instantiate_group(cfg.get("logger"), "logger")
+    callbacks = rc.drop_logger_callbacks(callbacks, loggers)
+    log.info("instantiating trainer <%s>", cfg.trainer._target_)
+    trainer: pl.Trainer = rc.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    rc.log_hyperparameters(cfg, model, loggers)
+    if cfg.get("train"):
+        ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir)
+        trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
+    if trainer.is_global_zero:
+        rc.save_run_info(cfg, cfg.paths.output_dir, datamodule)
+    train_metrics = dict(trainer.callback_metrics)
+
+    if cfg.get("test"):
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        if not best:
+            log.warning("no best checkpoint: testing the current weights")
+        trainer.test(model=model, datamodule=datamodule, ckpt_path=best or None)
+        log.info("best checkpoint: %s", best or "-")
+    metrics = {**train_metrics, **trainer.callback_metrics}
+    metrics = {k: float(v) for k, v in metrics.items()}
+    log.info("final metrics:\n%s", "\n".join(f"  {k:<16} {v:.4f}" for k, v in
+                                                sorted(metrics.items())))
+    return metrics, {"datamodule": datamodule, "model": model, "trainer": trainer}
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    metrics, _ = train(cfg)
+    return rc.metric_value(metrics, cfg.get("optimized_metric"))
+
+
+if __name__ == "__main__":
+    main()
