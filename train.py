@@ -14,7 +14,9 @@ import lightning.pytorch as pl
 from omegaconf import DictConfig
 
 from radiogenomics import config as rc
-from radiogenomics.runs import resolve_ckpt_path
+from radiogenomics.distributed import SyncEpochMetrics
+from radiogenomics.models.survival import train_estimator
+from radiogenomics.runs import check_checkpoint, resolve_ckpt_path
 
 log = logging.getLogger("train")
 
@@ -31,13 +33,19 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     model: pl.LightningModule = rc.instantiate(cfg.model)
     callbacks = rc.instantiate_group(cfg.get("callbacks"), "callback")
     loggers = rc.instantiate_group(cfg.get("logger"), "logger")
-    callbacks = rc.drop_logger_callbacks(callbacks, loggers)
+    callbacks = [SyncEpochMetrics(), *rc.drop_logger_callbacks(callbacks, loggers)]
+    if not isinstance(model, pl.LightningModule):  # scikit-learn models (survival grouping)
+        metrics = train_estimator(model, datamodule, loggers, cfg.paths.output_dir, cfg.test)
+        rc.save_run_info(cfg, cfg.paths.output_dir, datamodule)
+        return metrics, {"datamodule": datamodule, "model": model}
     log.info("instantiating trainer <%s>", cfg.trainer._target_)
     trainer: pl.Trainer = rc.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     rc.log_hyperparameters(cfg, model, loggers)
     if cfg.get("train"):
         ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir)
+        if ckpt_path:
+            check_checkpoint(ckpt_path, model)
         trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
     if trainer.is_global_zero:
         rc.save_run_info(cfg, cfg.paths.output_dir, datamodule)
@@ -63,4 +71,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    rc.adopt_parent_job()  # a DDP process of a job runs that job, not the parent's multirun
     main()

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
+import os
 import subprocess
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +28,28 @@ def _n_logits(num_classes: int) -> int:
     return 1 if int(num_classes) == 2 else int(num_classes)
 
 
+def _seg_channels(output: str) -> int:
+    from radiogenomics.models.segmenter import output_channels
+
+    return output_channels(output)
+
+
+def _sweep_group(default: str) -> str:
+    """The W&B group of a job: ``<default>-<multirun folder>`` in a multirun, else `default`."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return default
+    return f"{default}-{Path(HydraConfig.get().sweep.dir).name}"
+
+
 def register_resolvers() -> None:
-    """OmegaConf resolvers used by conf/: ``${len:...}`` and ``${n_logits:...}``."""
-    for name, fn in {"len": lambda x: len(x), "n_logits": _n_logits}.items():
+    """Resolvers of conf/: ``${len:...}``, ``${n_logits:...}``, ``${seg_channels:...}`` and
+    ``${sweep_group:...}``."""
+    resolvers = {"len": lambda x: len(x), "n_logits": _n_logits, "seg_channels": _seg_channels,
+                 "sweep_group": _sweep_group}
+    for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
 
@@ -129,8 +150,10 @@ def task_wrapper(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], An
     @functools.wraps(task)
     def wrapped(cfg: DictConfig) -> Any:
         output_dir = cfg.paths.get("output_dir")
+        share_job_with_ddp_processes()
         try:
-            return task(cfg)
+            with ddp_session():
+                return task(cfg)
         except Exception as err:
             log.error("run failed: %s: %s", type(err).__name__, err)
             raise
@@ -141,8 +164,70 @@ def task_wrapper(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], An
     return wrapped
 
 
+DDP_COMMAND_ENV = "RADIOGENOMICS_DDP_COMMAND"
+"""Where a job leaves the command line of its extra DDP processes (read by train.py)."""
+_DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+_FLAGS_WITH_VALUE = ("-cp", "-cn", "-cd", "--config-path", "--config-name", "--config-dir")
+
+
+def ddp_process_command(argv: list[str], overrides: list[str], output_dir: str) -> list[str]:
+    """The command line of a job's extra DDP processes: that job alone, in its run directory.
+
+    Lightning starts them by running the script again with its arguments: in a multirun that
+    would start the whole sweep again, in new directories. This keeps the script and Hydra's
+    config flags, drops ``-m`` and the sweep, and gives the job's own overrides.
+    """
+    flags: list[str] = []
+    args = iter(argv[1:])
+    for arg in args:
+        if arg.startswith("-") and arg not in ("-m", "--multirun"):
+            flags.append(arg)
+            if arg in _FLAGS_WITH_VALUE:
+                flags.append(next(args, ""))
+    return [argv[0], *flags, *overrides, f'hydra.run.dir="{output_dir}"',
+            "hydra.output_subdir=null", "hydra.mode=RUN"]
+
+
+def share_job_with_ddp_processes() -> None:
+    """Leave this job's command line where the DDP processes Lightning starts will find it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        command = ddp_process_command(sys.argv, list(hydra_cfg.overrides.task),
+                                      hydra_cfg.runtime.output_dir)
+        os.environ[DDP_COMMAND_ENV] = json.dumps(command)
+
+
+def adopt_parent_job() -> None:
+    """In a DDP process that Lightning started for a job, run that job (not the command line
+    that started the parent, which may be a whole multirun): call before ``hydra.main``."""
+    if os.environ.get("LOCAL_RANK", "0") != "0" and DDP_COMMAND_ENV in os.environ:
+        sys.argv = json.loads(os.environ[DDP_COMMAND_ENV])
+
+
+@contextlib.contextmanager
+def ddp_session() -> Iterator[None]:
+    """Close the process group a job's DDP opened and restore the distributed environment
+    variables, so that the next job of a multirun starts its own DDP processes."""
+    before = {key: os.environ.get(key) for key in _DDP_ENV}
+    try:
+        yield
+    finally:
+        import torch.distributed as dist
+
+        if before["WORLD_SIZE"] is None and dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def check_trainer(cfg: DictConfig) -> None:
-    """Warn about settings that cannot work where the run is started."""
+    """Warn about settings that cannot work where the run is started (and turn off those
+    that would fail on CPU only: SyncBatchNorm)."""
     import torch
 
     accelerator = cfg.trainer.get("accelerator")
@@ -152,6 +237,11 @@ def check_trainer(cfg: DictConfig) -> None:
     if not torch.cuda.is_available() and "16" in str(cfg.trainer.get("precision", "")):
         warnings.warn("16-bit precision on CPU is slow; consider trainer.precision=32",
                       stacklevel=2)
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if on_cpu and cfg.trainer.get("sync_batchnorm"):
+        warnings.warn("SyncBatchNorm needs GPUs: trainer.sync_batchnorm is off for this CPU run",
+                      stacklevel=2)
+        cfg.trainer.sync_batchnorm = False
 
 
 

@@ -4,8 +4,22 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from radiogenomics.data.errors import RadiogenomicsError
 
 log = logging.getLogger(__name__)
+
+RUN_CONFIG = "config.yaml"
+"""The resolved config train.py saves in a run directory, next to ``checkpoints/``."""
+
+
+class CheckpointError(RadiogenomicsError):
+    """A checkpoint that cannot be read, or that was written by another model."""
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | None:
@@ -31,3 +45,78 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | No
         raise FileNotFoundError(f"ckpt_path={ckpt_path}: no checkpoint at {path} -> "
                                 "give a .ckpt file, a run directory or `last`")
     return str(path)
+
+
+def _class_name(obj: object) -> str:
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+
+def _this_model(model: nn.Module) -> str:
+    net = getattr(model, "net", None)
+    return _class_name(model) + (f" (net {_class_name(net)})" if isinstance(net, nn.Module) else "")
+
+
+def _writer_of(path: Path, checkpoint: dict[str, Any]) -> str:
+    """The model a checkpoint was written by: from its run's config.yaml, else its hparams."""
+    config = path.resolve().parent.parent / RUN_CONFIG
+    if config.is_file():
+        run = OmegaConf.load(config)
+        target = OmegaConf.select(run, "model._target_")
+        net = OmegaConf.select(run, "model.net._target_")
+        if target:
+            return f"{target}" + (f" (net {net})" if net else "") + f", per {config}"
+    hparams = checkpoint.get("hyper_parameters")
+    if hparams:
+        return f"a model with hyper-parameters {dict(hparams)}"
+    return "another model"
+
+
+def _mismatch(own: dict[str, torch.Tensor], saved: dict[str, Any]) -> list[str]:
+    """What differs between two state dicts: missing, unexpected and reshaped tensors."""
+    missing = [k for k in own if k not in saved]
+    unexpected = [k for k in saved if k not in own]
+    reshaped = [f"{k} {tuple(saved[k].shape)} in the checkpoint, {tuple(own[k].shape)} here"
+                for k in own if k in saved and hasattr(saved[k], "shape")
+                and tuple(saved[k].shape) != tuple(own[k].shape)]
+    problems = []
+    for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape", reshaped)):
+        if keys:
+            more = f" (+{len(keys) - 3} more)" if len(keys) > 3 else ""
+            problems.append(f"{len(keys)} {what}: {'; '.join(keys[:3])}{more}")
+    return problems
+
+
+def check_checkpoint(path: str | Path, model: nn.Module) -> dict[str, Any]:
+    """Read a checkpoint safely and check that it fits `model`; return it.
+
+    ``torch.load(weights_only=True)``: a checkpoint cannot run code. A file that is not a
+    readable checkpoint, or whose tensors do not match `model` (another task, network or
+    input channels), raises CheckpointError naming the model that wrote it; changed
+    hyper-parameters with matching tensors are only logged.
+    """
+    path = Path(path)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types on truncated or unsafe files
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"cannot read checkpoint {path} ({reason}) -> it is truncated or corrupt, or holds "
+            "objects that cannot be loaded safely: use another checkpoint of the run "
+            "(checkpoints/epoch_*.ckpt) or start from scratch (ckpt_path=null)") from err
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise CheckpointError(f"{path} is not a Lightning checkpoint (no state_dict) -> give a "
+                              ".ckpt file written by train.py")
+    problems = _mismatch(model.state_dict(), checkpoint["state_dict"])
+    if problems:
+        raise CheckpointError(
+            f"checkpoint {path} does not fit the model of this run: it belongs to "
+            f"{_writer_of(path, checkpoint)}; this run builds {_this_model(model)} "
+            f"({', '.join(problems)}) -> use the model and data config of the run that wrote "
+            "it, or another checkpoint")
+    saved = checkpoint.get("hyper_parameters") or {}
+    own = dict(getattr(model, "hparams", {}))
+    changed = {k: (saved[k], own[k]) for k in saved.keys() & own.keys() if saved[k] != own[k]}
+    if changed:
+        log.warning("resuming %s with changed hyper-parameters (checkpoint -> now): %s",
+                    path, changed)
+    return checkpoint

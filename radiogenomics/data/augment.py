@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,13 +23,27 @@ class AugmentConfig:
     noise_std: float = 0.0
 
 
-def augmentation(config: AugmentConfig | None, with_seg: bool = False) -> mt.Compose:
-    """Random spatial and intensity transforms (identity when ``config`` is ``None``)."""
+def patch_sampling(patch_size: Sequence[int]) -> list[mt.Transform]:
+    """Crop one random ``patch_size`` patch of image and seg, centred on tumour or on
+    background with equal odds (volumes smaller than the patch are zero-padded first).
+
+    The cropper returns a list of one sample: the dataset unwraps it.
+    """
+    keys = ["image", "seg"]
+    return [mt.SpatialPadd(keys=keys, spatial_size=list(patch_size)),
+            mt.RandCropByPosNegLabeld(keys=keys, label_key="seg", spatial_size=list(patch_size),
+                                      pos=1, neg=1, num_samples=1)]
+
+
+def augmentation(config: AugmentConfig | None, with_seg: bool = False,
+                 patch_size: Sequence[int] | None = None) -> mt.Compose:
+    """Random spatial and intensity transforms (identity when ``config`` is ``None``),
+    after cropping a training patch when ``patch_size`` is given (needs ``with_seg``)."""
+    steps: list[mt.Transform] = patch_sampling(patch_size) if patch_size is not None else []
     if config is None:
-        return mt.Compose([])
+        return mt.Compose(steps)
     keys = ["image", "seg"] if with_seg else ["image"]
     modes = ["bilinear", "nearest"] if with_seg else ["bilinear"]
-    steps: list[mt.Transform] = []
     if config.flip_prob > 0:
         steps.append(mt.RandFlipd(keys=keys, prob=config.flip_prob, spatial_axis=0))
     if config.rotate_prob > 0 and (config.rotate_range_deg > 0 or config.scale_range > 0):

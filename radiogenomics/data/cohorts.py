@@ -35,7 +35,7 @@ _LABEL_COLUMNS = {
 }
 _BINARY_LABELS = ("mgmt", "grade")
 _CASE_ID_PATTERNS = (re.compile(r"BraTS2021_(\d{5})"), re.compile(r"BraTS-GLI-(\d{5}-\d{3})"))
-_SKIP_HINT = "fix or remove them, or pass on_missing='skip' (data.on_missing=skip) to drop them"
+_SKIP_HINT = "fix or remove them, or pass on_missing='skip' (data.on_error=skip) to drop them"
 
 
 @dataclass

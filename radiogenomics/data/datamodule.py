@@ -11,6 +11,7 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from monai.transforms import Randomizable
 from torch.utils.data import DataLoader, Dataset
 
 from radiogenomics.data.augment import AugmentConfig, augmentation
@@ -49,7 +50,14 @@ class CachedVolumeDataset(Dataset):
         if "seg" in arrays:
             item["seg"] = torch.from_numpy(np.array(arrays["seg"], dtype=np.int64))
         if self.transform is not None:
+            if isinstance(self.transform, Randomizable):
+                # MONAI seeds transforms from OS entropy: seed them from torch's RNG instead, so
+                # that seed_everything makes augmentation reproducible and resumable, and
+                # DataLoader workers (seeded apart by torch) draw different augmentations
+                self.transform.set_random_state(seed=int(torch.randint(2**31, ()).item()))
             item = self.transform(item)
+            if isinstance(item, list):  # a patch cropper returns a list of one sample
+                item = item[0]
             item["image"] = torch.as_tensor(item["image"]).as_subclass(torch.Tensor)
             if "seg" in item:
                 item["seg"] = torch.as_tensor(item["seg"]).as_subclass(torch.Tensor).long()
@@ -88,6 +96,7 @@ class MRIDataModule(pl.LightningDataModule):
         pin_memory: bool | None = None,
         cache_dir: str | None = None,
         augment: dict[str, Any] | None = None,
+        patch_size: Sequence[int] | None = None,
         cohort_options: dict[str, Any] | None = None,
         synthetic: dict[str, Any] | None = None,
         on_error: str = "raise",
@@ -118,6 +127,10 @@ class MRIDataModule(pl.LightningDataModule):
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.cache = PreprocessCache(cache_dir or self.root / ".cache", self.preprocess)
         self.augment = AugmentConfig(**augment) if augment else None
+        if patch_size is not None and target != SEGMENTATION_TARGET:
+            raise ValueError("data.patch_size crops training patches around the tumour mask: "
+                             f"it needs target seg, not {target!r} -> set it to null")
+        self.patch_size = tuple(patch_size) if patch_size is not None else None
         self.cohort_options = dict(cohort_options or {})
         self.synthetic = synthetic
         self.on_error = on_error
@@ -132,7 +145,9 @@ class MRIDataModule(pl.LightningDataModule):
         return len(self.sequences)
 
     def _cohort(self, split: str) -> list[Case]:
-        cohort = load_cohort(self.layout, self.root, split=split, **self.cohort_options)
+        # on_error=skip also skips (and reports) patients with missing folders or labels
+        options = {"on_missing": self.on_error, **self.cohort_options}
+        cohort = load_cohort(self.layout, self.root, split=split, **options)
         for patient, reason in cohort.skipped:
             self.skipped[patient] = reason
         return list(cohort.cases)
@@ -141,11 +156,17 @@ class MRIDataModule(pl.LightningDataModule):
         return self.test_split == "test"
 
     def prepare_data(self) -> None:
-        """Generate the synthetic cohort if absent, then fill the preprocessing cache."""
-        if self.synthetic is not None and not (self.root / "cohort.json").exists():
+        """Generate the synthetic cohort if absent, then fill the preprocessing cache.
+
+        Only the ``synthetic`` layout is ever generated: a real cohort's root is never written.
+        """
+        generate = self.synthetic is not None and self.layout == "synthetic"
+        if generate:
             from radiogenomics.data.synthetic import generate_cohort
 
-            log.info("generating synthetic cohort in %s", self.root)
+            if not (self.root / "cohort.json").exists():
+                log.info("generating synthetic cohort in %s", self.root)
+            # returns at once when the cohort exists with these settings; raises if they differ
             generate_cohort(self.root, **self.synthetic)
         cases = require_label(self._cohort("train"), self.target, self.layout)
         if self._has_test_split():
@@ -208,15 +229,17 @@ class MRIDataModule(pl.LightningDataModule):
                  len(self.train_cases), len(self.val_cases), len(self.test_cases))
 
     def _dataset(self, cases: list[Case], train: bool) -> CachedVolumeDataset:
-        transform = augmentation(self.augment, with_seg=self.preprocess.with_seg) if train else None
+        transform = augmentation(self.augment, with_seg=self.preprocess.with_seg,
+                                 patch_size=self.patch_size) if train else None
         return CachedVolumeDataset(cases, self.cache, self.target, transform)
 
     def _loader(self, cases: list[Case], train: bool) -> DataLoader:
+        dataset = self._dataset(cases, train)
         return DataLoader(
-            self._dataset(cases, train),
+            dataset,
             batch_size=self.batch_size,
             shuffle=train,
-            drop_last=train and len(cases) > self.batch_size,
+            drop_last=train and len(dataset) > self.batch_size,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,

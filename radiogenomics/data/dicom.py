@@ -28,6 +28,7 @@ LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 NATIVE_SYNTAXES = {"1.2.840.10008.1.2": False, "1.2.840.10008.1.2.1": True}  # uid -> explicit VR
 ORIENTATION_TOLERANCE = 1e-3
 DUPLICATE_DISTANCE_MM = 1e-3
+MIN_VOXEL_MM3 = 1e-6
 
 
 @dataclass
@@ -38,7 +39,7 @@ class Frame:
     pixels: np.ndarray
     position: np.ndarray | None
     orientation: np.ndarray | None
-    pixel_spacing: tuple[float, float] | None
+    pixel_spacing: tuple[float, ...] | None
     thickness: float | None
     spacing_between: float | None
     slope: float
@@ -193,7 +194,7 @@ def _native_frame(path: Path, buf: bytes, syntax: str, found: dict[str, object])
         pixels=pixels,
         position=_floats(found.get("ImagePositionPatient")),
         orientation=_floats(found.get("ImageOrientationPatient")),
-        pixel_spacing=(float(spacing[0]), float(spacing[1])) if spacing is not None else None,
+        pixel_spacing=tuple(float(v) for v in spacing) if spacing is not None else None,
         thickness=_number(found.get("SliceThickness")),
         spacing_between=_number(found.get("SpacingBetweenSlices")),
         slope=1.0 if slope is None else slope,
@@ -247,14 +248,23 @@ def _read_pydicom(path: Path, patient: str | None) -> list[Frame]:
             patient=patient, path=path,
             hint="copy it again if it is a truncated image, else remove it from the series folder",
         )
-    if int(ds.get("SamplesPerPixel", 1)) != 1:
+    try:
+        samples = int(ds.get("SamplesPerPixel", 1))
+    except Exception as error:  # pydicom converts values lazily: a corrupt header fails here
+        raise DicomError(
+            f"malformed image attributes ({error})", patient=patient, path=path,
+            hint="the header is corrupt: re-export the series from the scanner or PACS",
+        ) from error
+    if samples != 1:
         raise DicomError(
             "colour DICOM image; an MR series must be greyscale", patient=patient, path=path,
             hint="check that the folder holds the MR series and not a screenshot",
         )
     try:
         pixels = ds.pixel_array
-    except Exception as error:  # decoders raise many types on bad data
+    except BaseException as error:  # decoders raise many types on bad data; Rust ones panic
+        if not isinstance(error, Exception) and type(error).__name__ != "PanicException":
+            raise
         raise DicomError(
             f"cannot decode pixel data ({error})", patient=patient, path=path,
             hint="the file is probably truncated or corrupt, or needs a missing decoder plugin",
@@ -264,7 +274,7 @@ def _read_pydicom(path: Path, patient: str | None) -> list[Frame]:
         n_frames = int(ds.get("NumberOfFrames", 1) or 1)
         pixels = pixels.reshape(n_frames, int(ds.Rows), int(ds.Columns))
         return [_frame_from_dataset(ds, path, i, pixels[i], syntax) for i in range(n_frames)]
-    except (ValueError, TypeError) as error:
+    except Exception as error:  # lazily converted values: ValueError, IndexError, ...
         raise DicomError(
             f"malformed image attributes ({error})", patient=patient, path=path,
             hint="the header is corrupt: re-export the series from the scanner or PACS",
@@ -306,7 +316,7 @@ def _frame_from_dataset(
         pixels=pixels,
         position=value("PlanePositionSequence", "ImagePositionPatient"),
         orientation=value("PlaneOrientationSequence", "ImageOrientationPatient"),
-        pixel_spacing=(float(spacing[0]), float(spacing[1])) if spacing is not None else None,
+        pixel_spacing=tuple(float(v) for v in spacing) if spacing is not None else None,
         thickness=float(thickness[0]) if thickness is not None else None,
         spacing_between=float(between[0]) if between is not None else None,
         slope=float(slope[0]) if slope is not None else 1.0,
@@ -404,6 +414,31 @@ def read_dicom(
     return volume
 
 
+def _check_frame(frame: Frame, patient: str | None) -> None:
+    """Raise unless the frame has pixels and its geometry and rescale values are numbers."""
+    problem = None
+    if frame.pixels.ndim != 2 or 0 in frame.pixels.shape:
+        problem = f"image has no pixels (Rows x Columns = {frame.pixels.shape})"
+    for name, value, size in (("ImagePositionPatient", frame.position, 3),
+                              ("ImageOrientationPatient", frame.orientation, 6),
+                              ("PixelSpacing", frame.pixel_spacing, 2)):
+        if value is not None and (np.shape(value) != (size,) or not np.isfinite(value).all()):
+            problem = f"malformed {name} {value}: expected {size} finite numbers"
+    if frame.pixel_spacing is not None and problem is None and min(frame.pixel_spacing) <= 0:
+        problem = f"PixelSpacing {frame.pixel_spacing} is not positive"
+    if not (np.isfinite(frame.slope) and np.isfinite(frame.intercept)):
+        problem = f"RescaleSlope {frame.slope} or RescaleIntercept {frame.intercept} is not finite"
+    if problem:
+        raise DicomError(problem, patient=patient, path=frame.path,
+                         hint="the header is corrupt: re-export the series from the scanner/PACS")
+
+
+def _fallback_spacing(*candidates: float | None) -> float:
+    """The first usable (finite, positive) slice spacing among `candidates`, else 1 mm."""
+    usable = [v for v in candidates if v is not None and np.isfinite(v) and v > 0]
+    return usable[0] if usable else 1.0
+
+
 def _check_same(frames: list[Frame], patient: str | None) -> None:
     """Raise unless all frames share size, orientation and pixel spacing, with sane geometry."""
     first = frames[0]
@@ -414,6 +449,7 @@ def _check_same(frames: list[Frame], patient: str | None) -> None:
         raise DicomError(message, patient=patient, path=frame.path, hint=hint)
 
     for frame in frames:
+        _check_frame(frame, patient)
         if frame.pixels.shape != first.pixels.shape:
             fail(frame, f"mixed slice sizes: {frame.pixels.shape} here, "
                  f"{first.pixels.shape} in {first.path.name}", mixed)
@@ -421,18 +457,14 @@ def _check_same(frames: list[Frame], patient: str | None) -> None:
             first.position is None, first.orientation is None
         ):
             fail(frame, "some slices lack ImagePositionPatient or ImageOrientationPatient", corrupt)
-        if (frame.position is not None and frame.position.shape != (3,)) or (
-            frame.orientation is not None and frame.orientation.shape != (6,)
-        ):
-            fail(frame, f"malformed geometry: ImagePositionPatient {frame.position}, "
-                 f"ImageOrientationPatient {frame.orientation}", corrupt)
     if first.orientation is not None:
         cosines = np.array([frame.orientation for frame in frames])
         lengths = np.linalg.norm(cosines.reshape(-1, 2, 3), axis=2)
-        bad = np.flatnonzero(np.abs(lengths - 1).max(axis=1) > 1e-2)
+        dots = np.abs(np.einsum("ij,ij->i", cosines[:, :3], cosines[:, 3:]))
+        bad = np.flatnonzero((np.abs(lengths - 1).max(axis=1) > 1e-2) | (dots > 1e-2))
         if bad.size:
-            fail(frames[bad[0]], f"ImageOrientationPatient {cosines[bad[0]]} is not two unit "
-                 "vectors", corrupt)
+            fail(frames[bad[0]], f"ImageOrientationPatient {cosines[bad[0]]} is not two "
+                 "perpendicular unit vectors", corrupt)
         turned = np.flatnonzero(np.abs(cosines - cosines[0]).max(axis=1) > ORIENTATION_TOLERANCE)
         if turned.size:
             fail(frames[turned[0]], f"mixed slice orientations: {cosines[turned[0]]} here, "
@@ -466,8 +498,8 @@ def _slice_geometry(
     frames = [frames[i] for i in order]
     distances = distances[order]
     if len(frames) == 1:
-        spacing = first.thickness or first.spacing_between or 1.0
-        return frames, row_cos, col_cos, normal * spacing
+        return frames, row_cos, col_cos, normal * _fallback_spacing(first.thickness,
+                                                                     first.spacing_between)
     gaps = np.diff(distances)
     if gaps.min() < DUPLICATE_DISTANCE_MM:
         k = int(np.argmin(gaps))
@@ -540,7 +572,7 @@ def assemble(
             stacklevel=2,
         )
         row_cos, col_cos = np.array([1.0, 0, 0]), np.array([0, 1.0, 0])
-        step = np.array([0, 0, first.spacing_between or first.thickness or 1.0])
+        step = np.array([0, 0, _fallback_spacing(first.spacing_between, first.thickness)])
         origin, plane, meta["geometry"] = np.zeros(3), "unknown", "assumed"
     row_spacing, col_spacing = first.pixel_spacing or (1.0, 1.0)
     lps = np.eye(4)
@@ -549,11 +581,24 @@ def assemble(
     lps[:3, 2] = step
     lps[:3, 3] = origin
     affine = LPS_TO_RAS @ lps
+    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < MIN_VOXEL_MM3:
+        raise DicomError(
+            f"impossible slice geometry (voxel axes {affine[:3, :3].T.round(6).tolist()} mm)",
+            patient=patient, path=first.path.parent if len(frames) > 1 else first.path,
+            hint="positions or spacings in the headers are corrupt: re-export the series",
+        )
     # Flip while stacking, then only permute axes: RAS+ order with no copy of the volume.
     ornt = io_orientation(affine)
     flip_cols, flip_rows, flip_slices = ornt[:, 1] < 0
     stack = _stack(frames[::-1] if flip_slices else frames, flip_rows, flip_cols)
-    if stack.min() == stack.max():
+    low, high = stack.min(), stack.max()  # NaN or inf anywhere shows in one of them
+    if not (np.isfinite(low) and np.isfinite(high)):
+        raise DicomError(
+            "rescaled voxels overflow (RescaleSlope/RescaleIntercept out of range)",
+            patient=patient, path=first.path.parent if len(frames) > 1 else first.path,
+            hint="the header is corrupt: re-export the series",
+        )
+    if low == high:
         raise DicomError(
             f"blank series: all {len(frames)} slices hold the single value {stack.flat[0]:g}",
             patient=patient, path=first.path.parent if len(frames) > 1 else first.path,

@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from radiogenomics.data.errors import DataError
+from radiogenomics.data.readers import Volume
 
 _NUMBER = re.compile(r"(\d+)$")
 
@@ -71,3 +72,16 @@ def read_png_series(folder: str | Path, patient: str | None = None) -> np.ndarra
         raise DataError("PNG series is blank (every pixel is 0)", patient=patient, path=folder,
                         hint="this series carries no image; skip the patient or the sequence")
     return volume
+
+
+def read_png_volume(folder: str | Path, patient: str | None = None) -> Volume:
+    """A PNG slice series as a RAS+ Volume, assuming axial slices in radiological display.
+
+    PNG files keep no geometry: columns are taken to run from the patient's right to left,
+    rows from anterior to posterior, slices along the last axis, voxels of 1 mm, and the
+    plane is ``unknown``.
+    """
+    stack = read_png_series(folder, patient).astype(np.float32)
+    array = stack.transpose(2, 1, 0)[::-1, ::-1, :]
+    return Volume.from_array(np.ascontiguousarray(array), np.eye(4), "unknown",
+                             n_slices=int(stack.shape[0]), geometry="assumed")

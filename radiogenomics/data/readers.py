@@ -53,17 +53,20 @@ def _has_dicom_preamble(path: Path) -> bool:
 
 
 def load_volume(path: str | Path, patient: str | None = None, **options: Any) -> Volume:
-    """Read a DICOM series folder, a single DICOM file or a NIfTI file as a RAS+ Volume.
+    """Read a DICOM series folder, a DICOM file, a NIfTI file or a PNG series folder (RAS+).
 
     `options` go to the DICOM reader (e.g. ``skip_invalid_files=True``).
     """
     # Imported here: both readers build Volume objects from this module.
     from radiogenomics.data.dicom import read_dicom
     from radiogenomics.data.nifti import read_nifti
+    from radiogenomics.data.png import read_png_volume
 
     path = Path(path)
     if is_nifti(path):
         return read_nifti(path, patient=patient)
+    if path.is_dir() and any(p.suffix.lower() == ".png" for p in path.iterdir()):
+        return read_png_volume(path, patient=patient)
     if not path.is_file() or path.suffix.lower() in DICOM_SUFFIXES or _has_dicom_preamble(path):
         return read_dicom(path, patient=patient, **options)
     raise DataError(

@@ -11,9 +11,12 @@ import torch
 from monai import transforms as mt
 from monai.data import MetaTensor
 
-from radiogenomics.data.errors import DataError
+from radiogenomics.data.errors import DataError, NiftiError
 from radiogenomics.data.labels import to_internal
-from radiogenomics.data.readers import load_volume
+from radiogenomics.data.readers import is_nifti, load_volume
+
+SOURCE_KEY = "filename_or_obj"
+"""MetaTensor meta key of the file or series an image was read from (MONAI's name)."""
 
 
 @dataclass(frozen=True)
@@ -60,8 +63,39 @@ class LoadVolumed(mt.MapTransform):
             d[key] = MetaTensor(
                 torch.from_numpy(np.ascontiguousarray(volume.array, dtype=np.float32))[None],
                 affine=torch.as_tensor(volume.affine, dtype=torch.float64),
+                meta={SOURCE_KEY: str(d[key])},
             )
         return d
+
+
+class CheckMaskGridd(mt.Transform):
+    """Refuse a NIfTI mask that is not on the voxel grid of its NIfTI reference image.
+
+    In BraTS-style cohorts the mask is drawn on the co-registered images: another shape or
+    affine means a wrong, cropped or damaged file that resampling would silently hide. A
+    mask paired with DICOM series (another grid by nature) is resampled by world position.
+    """
+
+    def __init__(self, mask_key: str, reference_key: str, patient_key: str = "id") -> None:
+        self.mask_key = mask_key
+        self.reference_key = reference_key
+        self.patient_key = patient_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> Mapping[Hashable, Any]:
+        mask, image = data[self.mask_key], data[self.reference_key]
+        mask_path, image_path = mask.meta.get(SOURCE_KEY), image.meta.get(SOURCE_KEY)
+        if not (mask_path and image_path and is_nifti(mask_path) and is_nifti(image_path)):
+            return data
+        shift = float((mask.affine - image.affine).abs().max())
+        if mask.shape[1:] != image.shape[1:] or shift > 1e-2:
+            raise NiftiError(
+                f"tumour mask is not on the voxel grid of {image_path}: shape "
+                f"{tuple(mask.shape[1:])} vs {tuple(image.shape[1:])}, affines differ by up to "
+                f"{shift:.3g}", patient=data.get(self.patient_key), path=mask_path,
+                hint="the mask must be drawn on this case's own images (same shape and affine): "
+                     "check that it belongs to the case and was not cropped or resampled",
+            )
+        return data
 
 
 class ToInternalLabelsd(mt.MapTransform):
@@ -126,6 +160,7 @@ def preprocessing(config: PreprocessConfig) -> mt.Compose:
     modes = ["bilinear"] * len(image_keys) + (["nearest"] if config.with_seg else [])
     steps: list[mt.Transform] = [
         LoadVolumed(all_keys),
+        *([CheckMaskGridd("seg", reference)] if config.with_seg else []),
         CheckFinited(image_keys),
         mt.Orientationd(keys=all_keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
     ]

@@ -7,6 +7,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from monai.losses import FocalLoss
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import (
@@ -19,14 +20,32 @@ from torchmetrics.classification import (
 )
 
 SPLITS = ("train", "val", "test")
+LOSSES = ("bce", "focal")
+
+
+class ClassifierFocalLoss(nn.Module):
+    """MONAI's focal loss on classifier outputs: one logit (binary) or one logit per class."""
+
+    def __init__(self, binary: bool, gamma: float, pos_weight: float | None = None,
+                 class_weights: list[float] | None = None) -> None:
+        super().__init__()
+        # pos_weight p weighs positives p times negatives, i.e. alpha = p / (1 + p)
+        alpha = pos_weight / (1 + pos_weight) if binary and pos_weight is not None else None
+        self.loss = FocalLoss(gamma=gamma, alpha=alpha, use_softmax=not binary,
+                              to_onehot_y=not binary,
+                              weight=None if binary or not class_weights else class_weights)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.loss(logits.reshape(len(logits), -1), target.reshape(len(target), 1))
 
 
 class ClassificationModule(pl.LightningModule):
     """Train an injected network on one case-level target.
 
     Binary targets (``num_classes=2``) use one logit with BCE-with-logits (``pos_weight``
-    for imbalance); more classes use cross-entropy. Logs ``{split}/loss``, ``{split}/auc``,
-    ``{split}/acc``, ``{split}/f1`` and ``val/auc_best``.
+    for imbalance); more classes use cross-entropy (``class_weights``). ``loss="focal"``
+    uses the focal loss instead (``focal_gamma``; same weights). Logs ``{split}/loss``,
+    ``{split}/auc``, ``{split}/acc``, ``{split}/f1`` and ``val/auc_best``.
     """
 
     def __init__(
@@ -40,8 +59,12 @@ class ClassificationModule(pl.LightningModule):
         class_weights: list[float] | None = None,
         monitor: str = "val/auc",
         compile: bool = False,
+        loss: str = "bce",
+        focal_gamma: float = 2.0,
     ) -> None:
         super().__init__()
+        if loss not in LOSSES:
+            raise ValueError(f"model.loss must be one of {LOSSES}, not {loss!r}")
         # optimizer/scheduler are callables: kept out of the checkpoint's hyper-parameters so
         # that checkpoints load with torch.load(weights_only=True)
         self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "scheduler"])
@@ -61,6 +84,9 @@ class ClassificationModule(pl.LightningModule):
                 "acc": MulticlassAccuracy(num_classes=num_classes),
                 "f1": MulticlassF1Score(num_classes=num_classes, average="macro"),
             }
+        if loss == "focal":
+            self.criterion = ClassifierFocalLoss(self.binary, focal_gamma, pos_weight,
+                                                 class_weights)
         # ModuleDict keys cannot be "train" (nn.Module.train), hence the "_metrics" suffix
         self.metrics = nn.ModuleDict({f"{split}_metrics": MetricCollection(metrics).clone(
             prefix=f"{split}/") for split in SPLITS})
@@ -84,10 +110,15 @@ class ClassificationModule(pl.LightningModule):
         else:
             loss = self.criterion(logits, target.long())
         self.losses[f"{split}_loss"](loss.detach())
-        self.metrics[f"{split}_metrics"].update(self.probabilities(logits.detach()), target.long())
+        self._update_metrics(split, batch, self.probabilities(logits.detach()))
         self.log(f"{split}/loss", self.losses[f"{split}_loss"], on_step=False, on_epoch=True,
                  prog_bar=split != "test", batch_size=len(target))
         return loss
+
+    def _update_metrics(self, split: str, batch: dict[str, Any],
+                        probabilities: torch.Tensor) -> None:
+        """Accumulate one batch into the split's metrics."""
+        self.metrics[f"{split}_metrics"].update(probabilities, batch["label"].long())
 
     def on_train_start(self) -> None:
         self.val_auc_best.reset()

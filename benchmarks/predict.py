@@ -1,0 +1,136 @@
+"""Seconds per patient for cnn3d, from DICOM files to probability, and peak memory.
+
+    python benchmarks/predict.py [--cohort DIR] [--patients 4] [--size 96] [--threads N]
+                                 [--json PATH]
+
+Without --cohort, writes a synthetic DICOM cohort (four series per patient) to a temporary
+folder. The model is cnn3d as conf/ defines it (ResNet-10, 48^3 voxels at 2 mm) on all four
+sequences, saved as a run directory (config.yaml + checkpoint) and loaded the way
+predict.py loads it; its weights are random, which does not change the cost. Times each
+patient after one warm-up patient: reading and preprocessing the series, then the network.
+CPU s (process time, all threads) is little changed by other jobs on the machine, unlike
+the wall times; idle threads that spin count in it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from radiogenomics import config as rc
+from radiogenomics.data.case import SEQUENCES
+from radiogenomics.data.synthetic import generate_cohort
+from radiogenomics.inference.cohort import prediction_cohort
+from radiogenomics.inference.models import load_models
+from radiogenomics.inference.runner import CohortPredictor
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports kB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def make_run(folder: Path, sequences: list[str]) -> Path:
+    """A cnn3d run directory as train.py writes it, with untrained weights."""
+    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
+        cfg = compose(config_name="train", overrides=[
+            "model=cnn3d", f"data.sequences=[{','.join(sequences)}]",
+            f"paths.root_dir={folder}", f"paths.output_dir={folder}", "logger=none",
+        ])
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    module = rc.instantiate(cfg.model)
+    (folder / "checkpoints").mkdir(exist_ok=True)
+    torch.save({"state_dict": module.state_dict()}, folder / "checkpoints" / "last.ckpt")
+    return folder
+
+
+def n_slices(case: dict) -> list[int]:
+    return [len([f for f in Path(p).iterdir() if f.is_file()]) for p in case["images"].values()]
+
+
+def run(cohort_root: Path, work: Path) -> dict[str, object]:
+    models = load_models(make_run(work / "run", list(SEQUENCES)), which="last")
+    cohort = prediction_cohort(cohort_root, SEQUENCES, split="train")
+    predictor = CohortPredictor(models, work / "out")
+    model = models[0]
+    baseline = peak_memory_mb()
+    predictor.predict_case(cohort.cases[0])  # warm-up: imports, allocator, page cache
+    rows = []
+    for case in cohort.cases[1:]:
+        start, cpu_start = time.perf_counter(), time.process_time()
+        prepared = predictor.preprocessor(case)
+        read = time.perf_counter()
+        probability = float(model.probabilities(prepared.image[None])[0, 0])
+        done = time.perf_counter()
+        rows.append({"id": case["id"], "slices": n_slices(case), "read_preprocess_s": read - start,
+                     "network_s": done - read, "total_s": done - start,
+                     "cpu_s": time.process_time() - cpu_start, "probability": probability})
+    start = time.perf_counter()
+    predictor.predict(cohort)
+    end_to_end = (time.perf_counter() - start) / len(cohort.cases)
+    return {"patients": rows, "end_to_end_s_per_patient": end_to_end,
+            "memory_after_load_mb": baseline, "peak_memory_mb": peak_memory_mb(),
+            "torch_threads": torch.get_num_threads(), "cpu_cores": os.cpu_count()}
+
+
+def table(result: dict) -> str:
+    rows = result["patients"]
+    lines = [f"{'patient':<9}{'slices per series':<22}{'read+prep s':>12}{'network s':>11}"
+             f"{'total s':>9}{'CPU s':>8}", "-" * 71]
+    for row in rows:
+        lines.append(f"{row['id']:<9}{str(row['slices']):<22}{row['read_preprocess_s']:>12.2f}"
+                     f"{row['network_s']:>11.2f}{row['total_s']:>9.2f}{row['cpu_s']:>8.2f}")
+    totals = [row["total_s"] for row in rows]
+    lines += [
+        "-" * 71,
+        f"median {statistics.median(totals):.2f} s per patient (max {max(totals):.2f}), "
+        f"{statistics.median(row['cpu_s'] for row in rows):.2f} CPU s (all threads); "
+        f"whole cohort through CohortPredictor: {result['end_to_end_s_per_patient']:.2f} s "
+        "per patient",
+        f"peak memory {result['peak_memory_mb']:.0f} MB (after loading the model: "
+        f"{result['memory_after_load_mb']:.0f} MB); torch threads {result['torch_threads']}, "
+        f"CPU cores {result['cpu_cores']}",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cohort", type=Path, help="a synthetic cohort folder of your own")
+    parser.add_argument("--patients", type=int, default=4, help="patients to generate")
+    parser.add_argument("--size", type=int, default=96, help="grid size of the generated cohort")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as temp:
+        work = Path(temp)
+        cohort = args.cohort or generate_cohort(work / "cohort", patients=args.patients,
+                                                test_patients=0, format="dicom", size=args.size)
+        result = run(cohort, work)
+    print(f"cohort: {args.cohort or f'synthetic, size {args.size}'}; cnn3d on {list(SEQUENCES)}")
+    print(table(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Validation metric of every model of the zoo after a few CPU minutes on the synthetic cohort.
+
+    python benchmarks/zoo.py [--minutes 3] [--models vgg16 series_resnet] [--json out.json]
+                             [--set KEY=VALUE ...]   (overrides for every model)
+
+Each model trains in its own ``python train.py model=<name>`` process on CPU for at most
+``--minutes`` of training (``trainer.max_time``) on the default synthetic cohort (generated
+into ``<paths.data_dir>/synthetic`` on first use, then shared), with inputs sized for a CPU;
+the best checkpoint is then tested. The table gives, per model, the best validation value
+of its monitored metric (patient-level AUC for the classifiers, mean of sequence and plane
+accuracy for series_resnet), the test value of the best checkpoint and the epochs done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SLICES_ON_CPU = ["data.spatial_size=[64,64,32]"]
+MODELS: dict[str, list[str]] = {
+    "cnn3d": [],
+    "efficientnet3d": [],
+    "multiscale": SLICES_ON_CPU,
+    "vgg16": SLICES_ON_CPU,
+    "attention_vgg": SLICES_ON_CPU,
+    "series_resnet": [],
+}
+"""Model -> the overrides that size its inputs for a CPU."""
+
+DETAILS = ("val/slice_auc", "val/acc_sequence", "val/acc_plane")
+"""Further validation metrics reported, at the best epoch, by the models that log them."""
+
+
+def read_metrics(path: Path) -> list[dict[str, float]]:
+    """Rows of a CSVLogger metrics.csv, empty cells dropped."""
+    with path.open() as handle:
+        return [{k: float(v) for k, v in row.items() if v not in ("", None)}
+                for row in csv.DictReader(handle)]
+
+
+def summarise(rows: list[dict[str, float]], monitor: str) -> dict[str, float]:
+    """Best validation value of `monitor`, its epoch's details, the test value, epochs done."""
+    validated = [row for row in rows if monitor in row]
+    best = max(validated, key=lambda row: row[monitor])
+    test = monitor.replace("val/", "test/")
+    summary = {"epochs": int(max(row.get("epoch", 0) for row in rows)) + 1,
+               "best_val": best[monitor], "best_epoch": int(best["epoch"]),
+               "test": next((row[test] for row in rows if test in row), float("nan"))}
+    summary.update({key: best[key] for key in DETAILS if key in best})
+    return summary
+
+
+def run_model(model: str, overrides: list[str], minutes: int, out: Path) -> dict[str, object]:
+    """Train one model in its own process; its summary, or the tail of its error."""
+    run_dir = out / model
+    monitor = "val/acc" if model == "series_resnet" else "val/auc"
+    command = [sys.executable, "train.py", f"model={model}", "trainer=cpu",
+               f"+trainer.max_time='00:00:{minutes:02d}:00'", "trainer.max_epochs=1000",
+               "logger=csv", "~callbacks.progress_bar", f"hydra.run.dir={run_dir}", *overrides]
+    start = time.perf_counter()
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    row: dict[str, object] = {"model": model, "monitor": monitor, "wall_s": wall,
+                              "overrides": " ".join(overrides)}
+    if result.returncode != 0:
+        row["error"] = (result.stdout + result.stderr)[-2000:]
+        return row
+    row.update(summarise(read_metrics(run_dir / "csv" / "metrics.csv"), monitor))
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=int, default=3, help="training time per model")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="Hydra overrides for every model, e.g. paths.data_dir=DIR")
+    args = parser.parse_args()
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="zoo-") as tmp:
+        for model in args.models:
+            row = run_model(model, MODELS[model] + args.set, args.minutes, Path(tmp))
+            rows.append(row)
+            print(f"{model}: {'failed' if 'error' in row else 'done'} in {row['wall_s']:.0f} s",
+                  file=sys.stderr, flush=True)
+    print(f"\n{'model':<15} {'metric':<8} {'best val':>8} {'epoch':>5} {'test':>6} "
+          f"{'epochs':>6} {'wall s':>7}  details")
+    for row in rows:
+        if "error" in row:
+            print(f"{row['model']:<15} failed:\n{row['error']}")
+            continue
+        details = ", ".join(f"{key}={row[key]:.3f}" for key in DETAILS if key in row)
+        print(f"{row['model']:<15} {row['monitor']:<8} {row['best_val']:>8.3f} "
+              f"{row['best_epoch']:>5} {row['test']:>6.3f} {row['epochs']:>6} "
+              f"{row['wall_s']:>7.0f}  {details}")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Prediction: trained models from run directories, cohort prediction, fold ensembles, outputs."""

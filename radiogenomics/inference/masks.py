@@ -1,0 +1,95 @@
+"""One segmenter, one case: the predicted mask on the grid of the case's input images.
+
+The prediction is made on the preprocessed grid, then every spatial step of the
+preprocessing (orientation, resampling, foreground crop, resize) is inverted with MONAI's
+`Invertd`, so the mask has the shape and affine of the case's reference image (its first
+sequence as `radiogenomics.data.readers.load_volume` reads it: for DICOM, the RAS geometry
+of the conversion) and lies over the scan voxel for voxel. `CohortSegmenter`
+(`radiogenomics.inference.segmentation`) is the cohort- and ensemble-level runner of predict.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from radiogenomics.data.case import Case
+from radiogenomics.data.labels import from_internal
+from radiogenomics.data.nifti import write_nifti
+from radiogenomics.data.readers import Volume
+from radiogenomics.data.transforms import PreprocessConfig
+from radiogenomics.evaluation.segmentation import region_volumes
+from radiogenomics.inference.preprocess import CasePreprocessor
+from radiogenomics.models.segmenter import SegmentationModule
+
+DEFAULT_SCHEME = "brats2021"
+"""Label scheme of masks written for cases whose cohort has none (e.g. RSNA DICOM)."""
+
+VOLUMES_FILE = "region_volumes.csv"
+
+
+def _probabilities(module: SegmentationModule, image: torch.Tensor) -> np.ndarray:
+    """(K, X, Y, Z) probabilities of one preprocessed (C, X, Y, Z) image, in eval mode."""
+    was_training = module.training
+    module.eval()
+    with torch.no_grad():
+        batch = image[None].to(module.device)
+        probabilities = module.probabilities(module.logits(batch))[0].float().cpu().numpy()
+    module.train(was_training)
+    return probabilities
+
+
+def predict_mask(module: SegmentationModule | Sequence[SegmentationModule], case: Case,
+                 preprocess: PreprocessConfig, label_scheme: str | None = None) -> Volume:
+    """The predicted tumour mask of `case`, in the geometry of its reference image.
+
+    `preprocess` is the preprocessing the module was trained with (the datamodule's
+    ``preprocess``). Codes follow `label_scheme`, by default the case's own scheme (that of
+    its cohort's masks), else brats2021. Probabilities are resampled back to the input grid
+    before thresholding, so the mask is as smooth as the input grid allows. A sequence of
+    modules (e.g. the folds of a CV) is an ensemble: their probabilities are averaged.
+    """
+    modules = [module] if isinstance(module, SegmentationModule) else list(module)
+    preprocessor = CasePreprocessor(dataclasses.replace(preprocess, with_seg=False))
+    if not preprocessor.invertible:
+        raise ValueError("a mask cannot be mapped back through data.slab: train the "
+                         "segmenter with data.slab=null")
+    prepared = preprocessor(case)
+    probabilities = np.mean([_probabilities(m, prepared.image) for m in modules], axis=0)
+    channels = [preprocessor.to_input_geometry(prepared, channel) for channel in probabilities]
+    affine = channels[0][1]
+    stacked = torch.from_numpy(np.stack([array for array, _ in channels]))[None]
+    internal = modules[0].label_map(stacked)[0, 0].numpy().astype(np.uint8)
+    scheme = label_scheme or case.get("label_scheme") or DEFAULT_SCHEME
+    mask = from_internal(internal, scheme, patient=case["id"])
+    spacing = tuple(float(s) for s in np.linalg.norm(affine[:3, :3], axis=0))
+    return Volume(mask, affine, spacing, meta={"label_scheme": scheme})
+
+
+def write_mask(mask: Volume, out_dir: str | Path, case_id: str) -> Path:
+    """Write `mask` as ``<out_dir>/<case_id>_seg.nii.gz`` (uint8, its own affine)."""
+    path = Path(out_dir) / f"{case_id}_seg.nii.gz"
+    return write_nifti(np.asarray(mask.array, dtype=np.uint8), mask.affine, path)
+
+
+def segment_cases(module: SegmentationModule, cases: Iterable[Case], preprocess: PreprocessConfig,
+                  out_dir: str | Path, label_scheme: str | None = None) -> pd.DataFrame:
+    """Predict and write ``<id>_seg.nii.gz`` for each case, and ``region_volumes.csv``.
+
+    The table has one row per patient: ``id``, ``ET_ml``, ``TC_ml``, ``WT_ml`` and ``mask``
+    (the file written); it is returned too.
+    """
+    rows = []
+    for case in cases:
+        mask = predict_mask(module, case, preprocess, label_scheme)
+        path = write_mask(mask, out_dir, case["id"])
+        volumes = region_volumes(mask.array, mask.affine, mask.meta["label_scheme"])
+        rows.append({"id": case["id"], **volumes, "mask": str(path)})
+    table = pd.DataFrame(rows, columns=["id", "ET_ml", "TC_ml", "WT_ml", "mask"])
+    table.to_csv(Path(out_dir) / VOLUMES_FILE, index=False)
+    return table

@@ -1,0 +1,95 @@
+"""Files a prediction run writes: submission.csv, predictions.csv, errors.csv, uncertainty.csv,
+and for segmenters segmentations.csv."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from radiogenomics.data.cohorts import normalise_id
+from radiogenomics.inference.runner import CohortPrediction
+from radiogenomics.inference.segmentation import CohortSegmentation
+
+ID_COLUMN = "BraTS21ID"
+TARGET_COLUMNS: dict[str, str] = {"mgmt": "MGMT_value"}
+"""Submission column of a target (Kaggle's name for MGMT); other targets use their own name."""
+
+ERROR_COLUMNS = ["patient", "series", "path", "error"]
+
+
+def _ids(result: CohortPrediction) -> list[str]:
+    """Patient ids as Kaggle expects them: RSNA integers zero-padded to 5 digits."""
+    return [normalise_id(p.id) for p in result.patients]
+
+
+def write_submission(result: CohortPrediction, path: str | Path) -> Path:
+    """One row per patient: the positive-class probability (binary) or the predicted class."""
+    column = TARGET_COLUMNS.get(result.target, result.target)
+    values = [float(p.probabilities[0]) if p.probabilities.size == 1
+              else int(p.probabilities.argmax()) for p in result.patients]
+    pd.DataFrame({ID_COLUMN: _ids(result), column: values}).to_csv(path, index=False)
+    return Path(path)
+
+
+def write_predictions(result: CohortPrediction, path: str | Path) -> Path:
+    """Everything per patient: status, probabilities, each member's, and the label if known."""
+    rows = []
+    for patient, pid in zip(result.patients, _ids(result)):
+        row: dict[str, object] = {ID_COLUMN: pid, "status": "failed" if patient.failed else "ok"}
+        single = patient.probabilities.size == 1
+        for k, value in enumerate(patient.probabilities):
+            row["probability" if single else f"probability_{k}"] = float(value)
+        for name, member in zip(result.members, patient.members):
+            for k, value in enumerate(member):
+                row[f"member_{name}" if single else f"member_{name}_{k}"] = float(value)
+        row["label"] = patient.label
+        rows.append(row)
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return Path(path)
+
+
+def write_errors(result: CohortPrediction | CohortSegmentation, path: str | Path) -> Path:
+    """Every patient or series that could not be used and why (a header alone when none)."""
+    rows = sorted([f.patient, f.series, f.path, f.error] for f in result.failures)
+    pd.DataFrame(rows, columns=ERROR_COLUMNS).to_csv(path, index=False)
+    return Path(path)
+
+
+def write_uncertainty(result: CohortPrediction, path: str | Path) -> Path:
+    """Per patient: method, samples, mean and standard deviation, predictive entropy (bits)."""
+    rows = []
+    for patient, pid in zip(result.patients, _ids(result)):
+        summary = patient.uncertainty
+        if summary is None:
+            continue
+        row: dict[str, object] = {ID_COLUMN: pid, "method": summary.method,
+                                  "samples": summary.samples}
+        single = summary.mean.size == 1
+        for k, (mean, std) in enumerate(zip(summary.mean, summary.std)):
+            row["mean" if single else f"mean_{k}"] = float(mean)
+            row["std" if single else f"std_{k}"] = float(std)
+        row["entropy_bits"] = summary.entropy
+        rows.append(row)
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return Path(path)
+
+
+def write_segmentations(result: CohortSegmentation, path: str | Path) -> Path:
+    """Per patient: status, mask file, region volumes (ml) and scores against its own mask."""
+    rows = []
+    for patient in result.patients:
+        row: dict[str, object] = {ID_COLUMN: normalise_id(patient.id),
+                                  "status": "failed" if patient.failed else "ok",
+                                  "mask": str(patient.mask) if patient.mask else ""}
+        rows.append({**row, **patient.volumes, **patient.scores})
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return Path(path)
+
+
+def summary_line(result: CohortPrediction | CohortSegmentation) -> str:
+    """One line for the log: how many patients, models and failures."""
+    failed = sorted({f.patient for f in result.failures})
+    text = (f"{len(result.patients)} patient(s) predicted with {len(result.members)} model(s); "
+            f"{len(failed)} failed")
+    return text + (f" ({', '.join(failed)})" if failed else "")

@@ -1,0 +1,88 @@
+"""A case through the training preprocessing, keeping the geometry needed to map results back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from monai import transforms as mt
+from monai.data import MetaTensor
+
+from radiogenomics.data.case import Case
+from radiogenomics.data.errors import DataError
+from radiogenomics.data.transforms import PreprocessConfig, preprocessing
+
+
+@dataclass
+class PreparedCase:
+    """The network input of one patient and where its voxels lie."""
+
+    id: str
+    image: torch.Tensor
+    """(C, X, Y, Z) float32, exactly as the training cache served it."""
+    affine: np.ndarray
+    """Voxel -> RAS mm of the preprocessed grid."""
+    sample: dict[str, Any]
+    """The pipeline's output, whose recorded operations map a result back to the input."""
+
+
+class CasePreprocessor:
+    """Run the deterministic training pipeline on the images of cases, one at a time.
+
+    No cache is involved, and masks are not read: `config` must have ``with_seg=False``.
+    """
+
+    def __init__(self, config: PreprocessConfig) -> None:
+        if config.with_seg:
+            raise ValueError("CasePreprocessor prepares images only: pass with_seg=False")
+        self.config = config
+        self.pipeline = preprocessing(config)
+        self.reference = config.sequences[0]
+
+    def __call__(self, case: Case) -> PreparedCase:
+        """Preprocess a case; a DataError names the patient and series that cannot be used."""
+        images = case["images"]
+        missing = [s for s in self.config.sequences if s not in images]
+        if missing:
+            raise DataError(f"sequence(s) {', '.join(missing)} missing (has {sorted(images)})",
+                            patient=case["id"], hint="the model needs every sequence it was "
+                                                      "trained on: add the series")
+        sample = {"id": case["id"], **{s: images[s] for s in self.config.sequences}}
+        try:
+            result = self.pipeline(sample)
+        except DataError:
+            raise
+        except Exception as err:  # MONAI wraps the errors of inner transforms
+            if isinstance(err.__cause__, DataError):
+                raise err.__cause__ from err
+            raise DataError(f"preprocessing failed: {err}", patient=case["id"],
+                            hint="check the series of this patient") from err
+        image = result["image"]
+        # the cache stores config.dtype: round through it so inputs match training exactly
+        tensor = image.as_tensor().to(getattr(torch, self.config.dtype)).float()
+        return PreparedCase(case["id"], tensor, image.affine.double().numpy(), result)
+
+    @property
+    def invertible(self) -> bool:
+        """Whether results can be mapped back to the input grid (a slab crop is not recorded)."""
+        return self.config.slab is None
+
+    def to_input_geometry(self, prepared: PreparedCase, volume: np.ndarray,
+                          nearest: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """An (X, Y, Z) array on the preprocessed grid, resampled onto the reference series.
+
+        Returns the array and its voxel -> RAS mm affine: the grid of the first sequence as
+        read from disk, so the result opens over the scan in any viewer.
+        """
+        if not self.invertible:
+            raise ValueError("preprocessing with a slab cannot be inverted")
+        reference = prepared.sample[self.reference]
+        values = MetaTensor(torch.as_tensor(np.asarray(volume, dtype=np.float32))[None],
+                            meta=dict(reference.meta),
+                            applied_operations=list(reference.applied_operations))
+        invert = mt.Invertd(keys="result", transform=self.pipeline, orig_keys=self.reference,
+                            nearest_interp=nearest)
+        result = invert({**prepared.sample, "result": values})["result"]
+        return result[0].numpy(), result.affine.double().numpy()

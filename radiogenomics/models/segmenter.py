@@ -1,0 +1,213 @@
+"""LightningModule for tumour segmentation: BraTS regions (sigmoid) or labels (softmax)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from monai.inferers import sliding_window_inference
+from monai.losses import DiceCELoss, DiceFocalLoss, DiceLoss, FocalLoss
+from torch import nn
+from torchmetrics import MaxMetric, MeanMetric
+
+from radiogenomics.data.labels import ED, ET, INTERNAL_CLASSES, NCR, REGIONS, regions
+from radiogenomics.evaluation.segmentation import SCORES, segmentation_scores
+
+OUTPUTS: tuple[str, ...] = ("regions", "labels")
+"""``regions``: one sigmoid channel per BraTS region (ET, TC, WT); ``labels``: softmax over
+the four internal labels (background, NCR, ED, ET)."""
+
+LOSSES: tuple[str, ...] = ("dice_ce", "dice", "focal", "dice_focal")
+"""Dice + cross-entropy, Dice, focal, Dice + focal (MONAI losses)."""
+
+SPLITS = ("train", "val", "test")
+
+
+def output_channels(output: str) -> int:
+    """Channels a net must produce for `output`."""
+    if output not in OUTPUTS:
+        raise ValueError(f"model.output must be one of {OUTPUTS}, not {output!r}")
+    return len(REGIONS) if output == "regions" else len(INTERNAL_CLASSES)
+
+
+class _LossSum(nn.Module):
+    """The sum of several losses of the same logits and target."""
+
+    def __init__(self, *losses: nn.Module) -> None:
+        super().__init__()
+        self.terms = nn.ModuleList(losses)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return sum(loss(logits, target) for loss in self.terms)
+
+
+def segmentation_loss(name: str, output: str) -> nn.Module:
+    """The MONAI loss `name` set up for `output` (sigmoid regions or softmax labels).
+
+    MONAI's DiceCELoss takes softmax cross-entropy over any multi-channel input and
+    DiceFocalLoss a sigmoid focal term: each is used only where that is right, the other
+    output gets Dice plus the right term.
+    """
+    output_channels(output)
+    if output == "regions":
+        dice: nn.Module = DiceLoss(sigmoid=True)
+        losses = {"dice_ce": _LossSum(dice, nn.BCEWithLogitsLoss()), "dice": dice,
+                  "focal": FocalLoss(use_softmax=False), "dice_focal": DiceFocalLoss(sigmoid=True)}
+    else:
+        dice = DiceLoss(softmax=True, to_onehot_y=True)
+        focal = FocalLoss(use_softmax=True, to_onehot_y=True)
+        losses = {"dice_ce": DiceCELoss(softmax=True, to_onehot_y=True), "dice": dice,
+                  "focal": focal, "dice_focal": _LossSum(dice, focal)}
+    if name not in losses:
+        raise ValueError(f"model.loss must be one of {LOSSES}, not {name!r}")
+    return losses[name]
+
+
+def labels_from_regions(channels: torch.Tensor) -> torch.Tensor:
+    """Internal label map (B, 1, ...) of binary ET, TC, WT channels (B, 3, ...), nested as
+    BraTS does: WT outside TC is ED, TC outside ET is NCR, ET is ET."""
+    et, tc, wt = (channels[:, [REGIONS.index(r)]].bool() for r in ("ET", "TC", "WT"))
+    labels = torch.zeros_like(et, dtype=torch.int64)
+    labels[wt] = ED
+    labels[tc] = NCR
+    labels[et] = ET
+    return labels
+
+
+class SegmentationModule(pl.LightningModule):
+    """Train an injected segmentation net on ``seg`` batches of internal label maps.
+
+    ``patch_size`` is the size of the training patches the datamodule crops: validation,
+    test and prediction then segment whole volumes by sliding windows of that size (null:
+    the net sees whole volumes). Logs ``{split}/loss``, per-case means of
+    ``val|test/{dice_et,dice_tc,dice_wt,dice_ncr,dice_ed,dice,iou,hd95}`` (HD95 in voxels of
+    the network's grid) and ``val/dice_best``.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        output: str = "regions",
+        loss: str = "dice_ce",
+        patch_size: Sequence[int] | None = None,
+        sw_batch_size: int = 4,
+        overlap: float = 0.25,
+        threshold: float = 0.5,
+        target: str = "seg",
+        monitor: str = "val/dice",
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        patch_size = tuple(int(n) for n in patch_size) if patch_size is not None else None
+        # optimizer/scheduler are callables: kept out of the checkpoint's hyper-parameters so
+        # that checkpoints load with torch.load(weights_only=True)
+        self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "scheduler"])
+        if target != "seg":
+            raise ValueError(f"a segmenter needs model.target=seg, not {target!r}")
+        self.net = net
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.channels = output_channels(output)
+        self.criterion = segmentation_loss(loss, output)
+        self.losses = nn.ModuleDict({f"{split}_loss": MeanMetric() for split in SPLITS})
+        self.scores = nn.ModuleDict({f"{split}_{name}": MeanMetric()
+                                     for split in SPLITS[1:] for name in SCORES})
+        self.val_dice_best = MaxMetric()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def logits(self, image: torch.Tensor) -> torch.Tensor:
+        """Logits of whole volumes: by sliding windows of the patch size when there is one."""
+        patch = self.hparams.patch_size
+        if patch is None:
+            return self(image)
+        return sliding_window_inference(image, roi_size=list(patch),
+                                        sw_batch_size=self.hparams.sw_batch_size,
+                                        predictor=self, overlap=self.hparams.overlap,
+                                        mode="gaussian")
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Sigmoid region probabilities or softmax label probabilities."""
+        if self.hparams.output == "regions":
+            return torch.sigmoid(logits)
+        return torch.softmax(logits, dim=1)
+
+    def label_map(self, probabilities: torch.Tensor) -> torch.Tensor:
+        """Internal label map (B, 1, ...) of region or label probabilities (B, K, ...)."""
+        if self.hparams.output == "regions":
+            return labels_from_regions(probabilities > self.hparams.threshold)
+        return probabilities.argmax(dim=1, keepdim=True)
+
+    def _target(self, seg: torch.Tensor) -> torch.Tensor:
+        if self.hparams.output == "regions":
+            return torch.stack([regions(mask) for mask in seg]).float()
+        return seg
+
+    def _step(self, batch: dict[str, Any], split: str) -> torch.Tensor:
+        image, seg = batch["image"], batch["seg"]
+        logits = self(image) if split == "train" else self.logits(image)
+        if logits.shape[1] != self.channels:
+            raise ValueError(
+                f"the net gives {logits.shape[1]} channels but model.output="
+                f"{self.hparams.output} needs {self.channels}: set model.net.out_channels")
+        loss = self.criterion(logits, self._target(seg))
+        self.losses[f"{split}_loss"](loss.detach())
+        self.log(f"{split}/loss", self.losses[f"{split}_loss"], on_step=False, on_epoch=True,
+                 prog_bar=split != "test", batch_size=len(image))
+        if split != "train":
+            prediction = self.label_map(self.probabilities(logits.detach()))
+            for name, values in segmentation_scores(prediction, seg).items():
+                self.scores[f"{split}_{name}"].update(values)
+        return loss
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def _log_scores(self, split: str) -> dict[str, torch.Tensor]:
+        values = {}
+        for name in SCORES:
+            metric = self.scores[f"{split}_{name}"]
+            values[f"{split}/{name}"] = metric.compute()
+            metric.reset()
+        self.log_dict(values)
+        return values
+
+    def on_train_start(self) -> None:
+        self.val_dice_best.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        values = self._log_scores("val")
+        self.val_dice_best(values["val/dice"])
+        self.log("val/dice_best", self.val_dice_best.compute(), prog_bar=True)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_scores("test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """Internal label maps (B, 1, ...) of the batch, on the preprocessed grid."""
+        return {"id": list(batch["id"]),
+                "seg": self.label_map(self.probabilities(self.logits(batch["image"])))}
+
+    def setup(self, stage: str) -> None:
+        if self.hparams.compile and stage == "fit":
+            self.net = torch.compile(self.net)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = self.optimizer_factory(params=self.trainer.model.parameters())
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.monitor,
+                                 "interval": "epoch", "frequency": 1}}

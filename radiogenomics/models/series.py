@@ -1,0 +1,165 @@
+"""MRI series recognition: sequence and acquisition plane of a slice, and series tagging."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from radiogenomics.data.errors import DataError
+from radiogenomics.data.readers import load_volume
+from radiogenomics.data.series import (
+    PLANE_CLASSES,
+    SEQUENCE_CLASSES,
+    SeriesSlicing,
+    acquisition_axis,
+    cut_series,
+)
+from radiogenomics.models.classifier import SPLITS
+
+HEADS: dict[str, tuple[str, ...]] = {"sequence": SEQUENCE_CLASSES, "plane": PLANE_CLASSES}
+
+
+class SeriesModule(pl.LightningModule):
+    """Train a two-head net (``{"sequence": logits, "plane": logits}``) on labelled slices.
+
+    The loss is the sum of both cross-entropies. Logs ``{split}/loss``,
+    ``{split}/acc_sequence``, ``{split}/acc_plane``, ``{split}/acc`` (their mean) and
+    ``val/acc_best``.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        monitor: str = "val/acc",
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        # callables stay out of the hyper-parameters: checkpoints load with weights_only=True
+        self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "scheduler"])
+        self.net = net
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.criterion = nn.CrossEntropyLoss()
+        self.accuracy = nn.ModuleDict({
+            f"{split}_{head}": MulticlassAccuracy(num_classes=len(classes), average="micro")
+            for split in SPLITS for head, classes in HEADS.items()
+        })
+        self.losses = nn.ModuleDict({f"{split}_loss": MeanMetric() for split in SPLITS})
+        self.val_acc_best = MaxMetric()
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.net(x)
+
+    def _step(self, batch: dict[str, Any], split: str) -> torch.Tensor:
+        logits = self(batch["image"])
+        loss = sum(self.criterion(logits[head], batch[head].long()) for head in HEADS)
+        self.losses[f"{split}_loss"](loss.detach())
+        for head in HEADS:
+            self.accuracy[f"{split}_{head}"].update(logits[head].detach(), batch[head].long())
+        self.log(f"{split}/loss", self.losses[f"{split}_loss"], on_step=False, on_epoch=True,
+                 prog_bar=split != "test", batch_size=len(batch["image"]))
+        return loss
+
+    def _log_epoch(self, split: str) -> torch.Tensor:
+        values = {f"{split}/acc_{head}": self.accuracy[f"{split}_{head}"].compute()
+                  for head in HEADS}
+        values[f"{split}/acc"] = torch.stack(list(values.values())).mean()
+        self.log_dict(values, prog_bar=split == "val")
+        for head in HEADS:
+            self.accuracy[f"{split}_{head}"].reset()
+        return values[f"{split}/acc"]
+
+    def on_train_start(self) -> None:
+        self.val_acc_best.reset()
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self.val_acc_best(self._log_epoch("val"))
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        logits = self(batch["image"])
+        return {"id": list(batch["id"]),
+                **{head: torch.softmax(logits[head], dim=-1) for head in HEADS}}
+
+    def setup(self, stage: str) -> None:
+        if self.hparams.compile and stage == "fit":
+            self.net = torch.compile(self.net)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = self.optimizer_factory(params=self.trainer.model.parameters())
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.monitor,
+                                 "interval": "epoch", "frequency": 1}}
+
+
+@torch.no_grad()
+def tag_series(module: nn.Module, study_folder: str | Path,
+               slicing: SeriesSlicing | None = None) -> list[dict[str, Any]]:
+    """Sequence and plane of every series (sub-folder or NIfTI file) of an unlabelled study.
+
+    Slices are cut across each series' acquisition axis (its stacking axis when the
+    geometry is unknown) as in training (``slicing``: the data config's, default
+    ``SeriesSlicing()``); their class probabilities are averaged. ``probability`` is that
+    of the predicted (sequence, plane) pair. Series that cannot be read are reported with
+    ``sequence=None`` and the reason in ``error``.
+    """
+    slicing = slicing or SeriesSlicing()
+    study = Path(study_folder)
+    if not study.is_dir():
+        raise DataError("study folder does not exist", path=study,
+                        hint="give the folder that holds one sub-folder per series")
+    series = sorted(p for p in study.iterdir() if not p.name.startswith(".") and (
+        p.is_dir() or p.name.lower().endswith((".nii", ".nii.gz"))))
+    if not series:
+        raise DataError("study folder holds no series", path=study,
+                        hint="expected one sub-folder (DICOM or PNG) or NIfTI file per series")
+    was_training = module.training
+    module.eval()
+    device = next(module.parameters()).device
+    tags = []
+    for path in series:
+        try:
+            volume = load_volume(path)
+        except DataError as error:
+            tags.append({"series": path.name, "sequence": None, "plane": None,
+                         "probability": 0.0, "error": str(error)})
+            continue
+        slices = torch.from_numpy(cut_series(volume, acquisition_axis(volume), slicing))
+        logits = module(slices.to(device))
+        tag: dict[str, Any] = {"series": path.name}
+        for head, classes in HEADS.items():
+            probabilities = torch.softmax(logits[head], dim=-1).mean(dim=0)
+            best = int(probabilities.argmax())
+            tag[head] = classes[best]
+            tag[f"{head}_probability"] = float(probabilities[best])
+        tag["probability"] = tag["sequence_probability"] * tag["plane_probability"]
+        tags.append(tag)
+    module.train(was_training)
+    return tags

@@ -1,0 +1,129 @@
+"""Explanations and uncertainty: Grad-CAM, attention maps, TTA and MC dropout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from monai import transforms as mt
+from torch import nn
+
+from radiogenomics.data.errors import RadiogenomicsError
+from radiogenomics.interpret.attention import AttentionExplainer
+from radiogenomics.interpret.gradcam import GradCAMExplainer
+from radiogenomics.interpret.mc_dropout import MCDropoutUncertainty, dropout_layers
+from radiogenomics.interpret.tta import TTAUncertainty
+from radiogenomics.interpret.uncertainty import predictive_entropy, summarise
+from radiogenomics.models.nets.attention_vgg import AttentionVGG16
+from radiogenomics.models.nets.resnet3d import ResNet3D
+
+
+def _slice_net(in_channels: int) -> nn.Module:
+    """A tiny 2D classifier: one convolution, global pooling, one logit."""
+    return nn.Sequential(nn.Conv2d(in_channels, 4, 3, padding=1), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 1))
+
+
+def _probabilities(net: nn.Module):
+    return lambda images: torch.sigmoid(net(images.as_subclass(torch.Tensor)))
+
+
+@pytest.fixture
+def image() -> torch.Tensor:
+    torch.manual_seed(0)
+    return torch.randn(2, 16, 20, 24)
+
+
+def test_gradcam_map_has_the_input_shape_for_3d_and_2d_nets(image) -> None:
+    net = ResNet3D(in_channels=2).eval()
+    volume_map = GradCAMExplainer(layer="backbone.layer2")(net, image)
+    assert volume_map.shape == (16, 20, 24)
+    assert volume_map.min() >= 0.0 and volume_map.max() <= 1.0 and volume_map.max() > 0
+    for axis in (0, 2):
+        slice_map = GradCAMExplainer(layer="0")(_slice_net(2).eval(), image, axis=axis)
+        assert slice_map.shape == (16, 20, 24)
+
+
+def test_gradcam_points_at_the_evidence() -> None:
+    """A net that sums a convolution of the input: its map peaks on the bright blob."""
+    net = nn.Sequential(nn.Conv3d(1, 1, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool3d(1),
+                        nn.Flatten(), nn.Linear(1, 1))
+    with torch.no_grad():
+        net[0].weight.fill_(1.0 / 27)
+        net[0].bias.zero_()
+        net[4].weight.fill_(1.0)
+    volume = torch.zeros(1, 16, 16, 16)
+    volume[0, 10:13, 3:6, 7:10] = 5.0
+    heatmap = GradCAMExplainer(layer="0")(net.eval(), volume)
+    peak = np.unravel_index(np.argmax(heatmap), heatmap.shape)
+    assert 9 <= peak[0] <= 13 and 2 <= peak[1] <= 6 and 6 <= peak[2] <= 10
+
+
+def test_gradcam_uses_the_nets_own_layer_and_names_layers_when_wrong() -> None:
+    net = ResNet3D(in_channels=1)
+    GradCAMExplainer().check(net)  # backbone.layer4, from ResNet3D.gradcam_layer
+    with pytest.raises(RadiogenomicsError, match="no layer 'backbone.layer9'.*interpret.layer"):
+        GradCAMExplainer(layer="backbone.layer9").check(net)
+    with pytest.raises(RadiogenomicsError, match="interpret.layer"):
+        GradCAMExplainer().check(_slice_net(1))
+
+
+def test_gradcam_leaves_the_predicting_net_without_hooks(image) -> None:
+    net = ResNet3D(in_channels=2).eval()
+    GradCAMExplainer(layer="backbone.layer2")(net, image)
+    layer = net.backbone.layer2
+    assert not layer._forward_hooks and not layer._backward_hooks
+
+
+def test_attention_maps_of_attention_vgg_cover_every_slice() -> None:
+    net = AttentionVGG16(in_channels=1).eval()
+    volume = torch.randn(1, 32, 32, 3)
+    heatmap = AttentionExplainer()(net, volume, axis=2)
+    assert heatmap.shape == (32, 32, 3)
+    assert heatmap.min() >= 0.0 and heatmap.max() <= 1.0
+
+
+def test_attention_is_refused_for_a_net_without_attention() -> None:
+    with pytest.raises(RadiogenomicsError, match="no attention_maps.*interpret=gradcam"):
+        AttentionExplainer().check(ResNet3D(in_channels=1))
+
+
+def test_tta_refuses_a_transform_list_without_a_random_transform() -> None:
+    with pytest.raises(RadiogenomicsError, match="no random transform.*RandFlipd"):
+        TTAUncertainty([mt.NormalizeIntensityd(keys="image")])
+    with pytest.raises(RadiogenomicsError, match="no random transform"):
+        TTAUncertainty([])
+
+
+def test_tta_samples_vary_and_are_reproducible(image) -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(2 * 16 * 20 * 24, 1)).eval()
+    tta = TTAUncertainty([mt.RandFlipd(keys="image", prob=0.5, spatial_axis=0),
+                          mt.RandShiftIntensityd(keys="image", offsets=0.5, prob=1.0)],
+                         samples=6, seed=3)
+    samples = tta(_probabilities(net), net, image)
+    assert samples.shape == (6, 1)
+    assert samples.std() > 0
+    assert torch.equal(samples, tta(_probabilities(net), net, image))
+
+
+def test_mc_dropout_refuses_a_net_without_dropout() -> None:
+    net = ResNet3D(in_channels=1, dropout=0.0)
+    assert not dropout_layers(net)
+    with pytest.raises(RadiogenomicsError, match="no dropout layer.*uncertainty=tta"):
+        MCDropoutUncertainty().check(net)
+
+
+def test_mc_dropout_varies_and_leaves_the_net_in_eval_mode(image) -> None:
+    net = ResNet3D(in_channels=2, dropout=0.5).eval()
+    samples = MCDropoutUncertainty(samples=5)(_probabilities(net), net, image)
+    assert samples.shape == (5, 1) and samples.std() > 0
+    assert not any(module.training for module in net.modules())
+
+
+def test_uncertainty_summary_reports_mean_spread_and_entropy() -> None:
+    summary = summarise(torch.tensor([[0.4], [0.6]]), "tta")
+    assert summary.mean == pytest.approx([0.5]) and summary.samples == 2
+    assert summary.std == pytest.approx([np.std([0.4, 0.6], ddof=1)])
+    assert summary.entropy == pytest.approx(1.0)
+    assert predictive_entropy(np.array([1.0, 0.0, 0.0])) == pytest.approx(0.0, abs=1e-9)

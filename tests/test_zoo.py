@@ -1,0 +1,189 @@
+"""The classification model zoo: every model trains from its config; nets keep their promises."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from radiogenomics import config as rc
+from radiogenomics.data.errors import RadiogenomicsError
+from radiogenomics.data.readers import load_volume
+from radiogenomics.data.series import PLANE_CLASSES, SEQUENCE_CLASSES, SeriesDataModule
+from radiogenomics.models.classifier import ClassificationModule
+from radiogenomics.models.nets.attention_vgg import AttentionVGG16
+from radiogenomics.models.nets.series_resnet import SeriesResNet
+from radiogenomics.models.nets.vgg import VGG16Classifier
+from radiogenomics.models.series import tag_series
+from tests.conftest import compose_train
+from train import train
+
+SLICES = ["data.sequences=[FLAIR,T1wCE,T2w]", "data.spatial_size=[32,32,4]",
+          "data.slices_per_case=2", "data.augment=null"]
+SERIES = ["data.slices_per_series=2", "data.slice_size=[32,32]", "data.test_split=val"]
+
+
+@pytest.fixture(scope="module")
+def zoo_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One preprocessing cache shared by the models of this module."""
+    return tmp_path_factory.mktemp("zoo_cache")
+
+
+@pytest.fixture
+def zoo_cfg(tiny_cohort: Path, zoo_cache: Path, tmp_path: Path):
+    """Factory: a train config of one model on the tiny cohort, CPU, one process, no logger.
+
+    Unlike `train_cfg` it sets no volume size, which the series data have not.
+    """
+
+    def make(*overrides: str) -> DictConfig:
+        base = [f"data.root={tiny_cohort}", f"data.cache_dir={zoo_cache}", "data.synthetic=null",
+                "data.batch_size=4", "data.n_folds=2", "data.num_workers=0",
+                "data.prepare_workers=0", "trainer=cpu", "trainer.max_epochs=1", "logger=none",
+                "callbacks=none", f"paths.root_dir={tmp_path}"]
+        cfg = compose_train(base + list(overrides))
+        with open_dict(cfg):
+            cfg.paths.output_dir = cfg.hydra.runtime.output_dir = str(tmp_path / "run")
+        HydraConfig().set_config(cfg)
+        with open_dict(cfg):
+            del cfg["hydra"]
+        return cfg
+
+    return make
+
+
+@pytest.mark.parametrize("overrides", [
+    ["model=vgg16", *SLICES],
+    ["model=attention_vgg", *SLICES],
+    ["model=multiscale", *SLICES],
+    ["model=multiscale", "data=synthetic", "data.spatial_size=[16,16,16]",
+     "model.net.spatial_dims=3", "model.net.kernel_sizes=[5,3,1]"],
+    ["model=efficientnet3d", "data.spatial_size=[32,32,32]"],
+    ["model=series_resnet", *SERIES],
+], ids=["vgg16", "attention_vgg", "multiscale", "multiscale_3d", "efficientnet3d",
+        "series_resnet"])
+def test_model_trains_from_its_config(zoo_cfg, overrides):
+    cfg = zoo_cfg(*overrides, "debug=fdr")
+    metrics, _ = train(cfg)
+    assert torch.isfinite(torch.tensor(metrics["train/loss"]))
+    monitored = cfg.model.monitor
+    assert monitored in metrics and monitored.replace("val/", "test/") in metrics
+    assert rc.metric_value(metrics, cfg.optimized_metric) is not None
+
+
+def test_slice_models_report_patient_and_slice_metrics_and_load_safely(zoo_cfg):
+    cfg = zoo_cfg("model=attention_vgg", *SLICES, "callbacks=default", "~callbacks.progress_bar",
+                  "+trainer.limit_train_batches=1")
+    metrics, _ = train(cfg)
+    expected = {"val/auc", "val/slice_auc", "test/auc", "test/slice_auc", "val/auc_best"}
+    assert expected <= set(metrics)
+    checkpoint = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt",
+                            weights_only=True)
+    assert checkpoint["hyper_parameters"]["aggregate"] == "vote"
+    assert checkpoint["hyper_parameters"]["loss"] == "focal"
+
+
+def test_model_configs_bring_their_data_and_a_data_override_wins():
+    assert compose_train(["model=vgg16"]).data._target_.endswith("SliceDataModule")
+    assert compose_train(["model=vgg16"]).data.sequences == ["FLAIR"]
+    assert compose_train(["model=attention_vgg"]).model.target == "grade"
+    assert compose_train(["model=series_resnet"]).data._target_.endswith("SeriesDataModule")
+    assert compose_train(["model=vgg16", "data=png"]).data.layout == "png"
+
+
+def test_vgg16_loads_a_torchvision_layout_state_dict(tmp_path):
+    source = VGG16Classifier(in_channels=3)
+    state = source.base.state_dict()
+    assert "features.0.weight" in state and "features.28.bias" in state and len(state) == 26
+    path = tmp_path / "vgg16.pth"
+    torch.save({**state, "classifier.0.weight": torch.zeros(4096, 25088)}, path)
+
+    loaded = VGG16Classifier(in_channels=3, pretrained_path=str(path))
+    for key, tensor in loaded.base.state_dict().items():
+        assert torch.equal(tensor, state[key]), key
+    assert not any(p.requires_grad for p in loaded.base.parameters())  # frozen by default
+    assert all(p.requires_grad for p in loaded.head.parameters())
+
+    grey = VGG16Classifier(in_channels=1, pretrained_path=str(path), freeze=False)
+    first = grey.base.state_dict()["features.0.weight"]
+    assert torch.allclose(first, state["features.0.weight"].sum(dim=1, keepdim=True))
+    assert all(p.requires_grad for p in grey.base.parameters())
+
+
+def test_vgg16_weights_of_another_net_are_refused(tmp_path):
+    path = tmp_path / "other.pth"
+    torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3)}, path)
+    with pytest.raises(RadiogenomicsError, match="features.0.bias|torchvision"):
+        VGG16Classifier(pretrained_path=str(path))
+
+
+def test_vgg16_without_weights_trains_from_scratch_and_says_so(caplog):
+    with caplog.at_level(logging.WARNING):
+        net = VGG16Classifier(in_channels=1)
+    assert "no pretrained_path: training VGG16 from scratch" in caplog.text
+    assert all(p.requires_grad for p in net.parameters())
+    with pytest.warns(UserWarning, match="only the head learns"):
+        VGG16Classifier(in_channels=1, freeze=True)
+
+
+@pytest.mark.parametrize("normalize", ["softmax", "sigmoid"])
+def test_attention_vgg_returns_its_attention_maps(normalize):
+    net = AttentionVGG16(in_channels=3, normalize=normalize).eval()
+    x = torch.randn(2, 3, 64, 64)
+    logits, maps = net(x, return_attention=True)
+    assert logits.shape == (2, 1) and torch.equal(logits, net(x))
+    assert maps["pool3"].shape == (2, 1, 8, 8) and maps["pool4"].shape == (2, 1, 4, 4)
+    if normalize == "softmax":
+        assert torch.allclose(maps["pool3"].sum(dim=(1, 2, 3)), torch.ones(2))
+    else:
+        assert ((maps["pool4"] >= 0) & (maps["pool4"] <= 1)).all()
+    assert [m.shape for m in net.attention_maps(x)] == [(2, 1, 8, 8), (2, 1, 4, 4)]
+
+
+def test_focal_loss_is_an_option_of_the_classifier():
+    def loss(**options) -> torch.Tensor:
+        module = ClassificationModule(torch.nn.Identity(), torch.optim.Adam, **options)
+        return module.criterion(logits.squeeze(-1), target.float())
+
+    logits, target = torch.tensor([[2.0], [-1.0], [0.5]]), torch.tensor([1, 1, 0])
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits.squeeze(-1), target.float())
+    assert torch.isclose(loss(loss="focal", focal_gamma=0.0), bce)
+    assert loss(loss="focal", focal_gamma=2.0) < bce  # well-classified cases weigh less
+    # pos_weight p weighs positives p times as much as negatives under both losses
+    weighted = loss(pos_weight=3.0)
+    assert torch.isclose(loss(loss="focal", focal_gamma=0.0, pos_weight=3.0), weighted / 4)
+    with pytest.raises(ValueError, match="bce|focal"):
+        ClassificationModule(torch.nn.Identity(), torch.optim.Adam, loss="dice")
+
+
+def test_series_labels_come_from_the_cohort(tiny_cohort, zoo_cache):
+    datamodule = SeriesDataModule("synthetic", str(tiny_cohort), slices_per_series=2,
+                                  slice_size=(32, 32), n_folds=2, cache_dir=str(zoo_cache),
+                                  num_workers=0, prepare_workers=0, test_split="val")
+    datamodule.prepare_data()
+    datamodule.setup()
+    case = datamodule.val_cases[0]
+    dataset = datamodule.val_dataloader().dataset
+    items = [dataset[i] for i in range(8)]  # the first patient: 4 series x 2 slices
+    assert {item["id"] for item in items} == {case["id"]}
+    assert all(item["image"].shape == (1, 32, 32) for item in items)
+    for item in items:
+        path = case["images"][SEQUENCE_CLASSES[item["sequence"]]]
+        assert PLANE_CLASSES[item["plane"]] == load_volume(path).plane
+    assert sorted({item["sequence"] for item in items}) == [0, 1, 2, 3]
+
+
+def test_tag_series_names_every_series_of_a_study(tiny_cohort):
+    study = tiny_cohort / "rsna" / "test" / sorted(p.name for p in
+                                                   (tiny_cohort / "rsna" / "test").iterdir())[0]
+    tags = tag_series(SeriesResNet(), study)
+    assert [tag["series"] for tag in tags] == sorted(p.name for p in study.iterdir())
+    for tag in tags:
+        assert tag["sequence"] in SEQUENCE_CLASSES and tag["plane"] in PLANE_CLASSES
+        assert 0 < tag["probability"] <= 1
+    with pytest.raises(RadiogenomicsError, match="study folder"):
+        tag_series(SeriesResNet(), study / "missing")
