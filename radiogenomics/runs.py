@@ -59,12 +59,14 @@ def _this_model(model: nn.Module) -> str:
 def _writer_of(path: Path, checkpoint: dict[str, Any]) -> str:
     """The model a checkpoint was written by: from its run's config.yaml, else its hparams."""
     config = path.resolve().parent.parent / RUN_CONFIG
-    if config.is_file():
-        run = OmegaConf.load(config)
-        target = OmegaConf.select(run, "model._target_")
+    try:
+        run = OmegaConf.load(config) if config.is_file() else None
+    except Exception:  # an unreadable config only costs the description
+        run = None
+    target = OmegaConf.select(run, "model._target_") if run is not None else None
+    if target:
         net = OmegaConf.select(run, "model.net._target_")
-        if target:
-            return f"{target}" + (f" (net {net})" if net else "") + f", per {config}"
+        return f"{target}" + (f" (net {net})" if net else "") + f", per {config}"
     hparams = checkpoint.get("hyper_parameters")
     if hparams:
         return f"a model with hyper-parameters {dict(hparams)}"
@@ -73,6 +75,9 @@ def _writer_of(path: Path, checkpoint: dict[str, Any]) -> str:
 
 def _mismatch(own: dict[str, torch.Tensor], saved: dict[str, Any]) -> list[str]:
     """What differs between two state dicts: missing, unexpected and reshaped tensors."""
+    # torch.compile wraps modules in `_orig_mod`: compiled or not, the tensors are the same
+    own = {k.replace("_orig_mod.", ""): v for k, v in own.items()}
+    saved = {k.replace("_orig_mod.", ""): v for k, v in saved.items()}
     missing = [k for k in own if k not in saved]
     unexpected = [k for k in saved if k not in own]
     reshaped = [f"{k} {tuple(saved[k].shape)} in the checkpoint, {tuple(own[k].shape)} here"

@@ -31,7 +31,10 @@ from radiogenomics.data.errors import DataError
 from radiogenomics.data.readers import load_volume
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize="FUZZ_EXAMPLES" not in os.environ,
+DERANDOMIZED = "FUZZ_EXAMPLES" not in os.environ
+"""CI runs the same examples every time and keeps no example database in the tree."""
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=DERANDOMIZED,
+                database=None if DERANDOMIZED else settings.default.database,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 GEOMETRY_TAGS = {

@@ -305,6 +305,22 @@ def test_resampled_mask_has_the_input_geometry_and_overlaps_the_truth(
     assert (tmp_path / "masks" / "region_volumes.csv").is_file()
 
 
+def test_resized_mask_stays_on_its_structure_in_the_image(tmp_path) -> None:
+    box = np.zeros((70, 70, 70), dtype=np.float32)
+    box[20:40, 25:45, 30:50] = 1.0
+    affine = np.eye(4)
+    case = {"id": "00001", "label_scheme": "brats2021", "seg": str(tmp_path / "seg.nii.gz"),
+            "images": {"FLAIR": str(tmp_path / "flair.nii.gz")}}
+    nib.save(nib.Nifti1Image(box * 100, affine), case["images"]["FLAIR"])
+    nib.save(nib.Nifti1Image((box * 2).astype(np.uint8), affine), case["seg"])
+    config = PreprocessConfig(sequences=("FLAIR",), spacing=None, spatial_size=(48, 48, 48),
+                              crop_foreground=False, with_seg=True, dtype="float32")
+    arrays = PreprocessCache(tmp_path / "cache", config).compute(case)
+    image_centre = np.argwhere(arrays["image"][0] > arrays["image"][0].mean()).mean(0)
+    mask_centre = np.argwhere(arrays["seg"][0] > 0).mean(0)
+    np.testing.assert_allclose(mask_centre, image_centre, atol=0.1)
+
+
 def test_slab_preprocessing_cannot_be_inverted(tiny_cohort) -> None:
     case = load_cohort("synthetic", tiny_cohort, image_format="nifti")[0]
     config = PreprocessConfig(sequences=("FLAIR",), spatial_size=(16, 16, 8), slab=8)

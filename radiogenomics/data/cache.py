@@ -32,7 +32,7 @@ from radiogenomics.data.transforms import PreprocessConfig, preprocessing
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 """Bumped whenever the pipeline's code changes what an entry holds."""
 
 

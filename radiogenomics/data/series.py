@@ -208,7 +208,10 @@ class SeriesCache:
 
 
 class SeriesSliceDataset(Dataset):
-    """Items ``{"image": (1, h, w), "sequence": int, "plane": int, "id": patient}``."""
+    """Items ``{"image": (1, h, w), "sequence": int, "plane": int, "id": patient, "series"}``.
+
+    ``series`` names the slice's series within its patient (its folder or file name).
+    """
 
     def __init__(self, cases: list[Case], cache: SeriesCache, transform: Any = None) -> None:
         self.cases = cases
@@ -230,8 +233,8 @@ class SeriesSliceDataset(Dataset):
             self.transform.set_random_state(seed=int(torch.randint(2**31, ()).item()))
             sample = self.transform(sample)
             sample["image"] = torch.as_tensor(sample["image"]).as_subclass(torch.Tensor)
-        sample.update(id=self.cases[number]["id"], sequence=entry["sequence"][row],
-                      plane=entry["plane"][row])
+        sample.update(id=self.cases[number]["id"], series=entry["series"][row],
+                      sequence=entry["sequence"][row], plane=entry["plane"][row])
         return sample
 
 

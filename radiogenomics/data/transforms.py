@@ -177,7 +177,9 @@ def preprocessing(config: PreprocessConfig) -> mt.Compose:
     if config.slab is not None:
         steps.append(CentralSlabd(all_keys, reference_key=reference, depth=config.slab))
     steps += [
-        mt.Resized(keys=all_keys, spatial_size=config.spatial_size, mode=modes,
+        # torch's "nearest" resize shifts a mask by half a voxel against the bilinear image
+        mt.Resized(keys=all_keys, spatial_size=config.spatial_size,
+                   mode=[m.replace("nearest", "nearest-exact") for m in modes],
                    anti_aliasing=False),
         mt.NormalizeIntensityd(keys=image_keys, nonzero=True, channel_wise=True),
         mt.ConcatItemsd(keys=image_keys, name="image", dim=0),

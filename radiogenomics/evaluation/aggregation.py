@@ -56,6 +56,8 @@ def aggregate_by_patient(patients: Sequence[str], probabilities: torch.Tensor,
 class PatientAggregation(Metric):
     """Collects slice probabilities and targets; ``compute`` gives them per patient.
 
+    Any string that groups slices works as the patient, e.g. ``"<patient>/<series>"``.
+
     The states are tensors concatenated across processes, so the result is the same in DDP.
     """
 

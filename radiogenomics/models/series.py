@@ -21,6 +21,7 @@ from radiogenomics.data.series import (
     acquisition_axis,
     cut_series,
 )
+from radiogenomics.evaluation.aggregation import PatientAggregation
 from radiogenomics.models.classifier import SPLITS
 
 HEADS: dict[str, tuple[str, ...]] = {"sequence": SEQUENCE_CLASSES, "plane": PLANE_CLASSES}
@@ -29,9 +30,11 @@ HEADS: dict[str, tuple[str, ...]] = {"sequence": SEQUENCE_CLASSES, "plane": PLAN
 class SeriesModule(pl.LightningModule):
     """Train a two-head net (``{"sequence": logits, "plane": logits}``) on labelled slices.
 
-    The loss is the sum of both cross-entropies. Logs ``{split}/loss``,
+    The loss is the sum of both cross-entropies. Logs per slice ``{split}/loss``,
     ``{split}/acc_sequence``, ``{split}/acc_plane``, ``{split}/acc`` (their mean) and
-    ``val/acc_best``.
+    ``val/acc_best``; validation and test also log per series (class probabilities of its
+    slices averaged, as `tag_series` does) ``{split}/series_acc_sequence`` and
+    ``{split}/series_acc_plane``.
     """
 
     def __init__(
@@ -54,6 +57,8 @@ class SeriesModule(pl.LightningModule):
             for split in SPLITS for head, classes in HEADS.items()
         })
         self.losses = nn.ModuleDict({f"{split}_loss": MeanMetric() for split in SPLITS})
+        self.by_series = nn.ModuleDict({f"{split}_{head}": PatientAggregation("mean")
+                                        for split in ("val", "test") for head in HEADS})
         self.val_acc_best = MaxMetric()
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -63,8 +68,12 @@ class SeriesModule(pl.LightningModule):
         logits = self(batch["image"])
         loss = sum(self.criterion(logits[head], batch[head].long()) for head in HEADS)
         self.losses[f"{split}_loss"](loss.detach())
+        series = [f"{patient}/{name}" for patient, name in zip(batch["id"], batch["series"])]
         for head in HEADS:
             self.accuracy[f"{split}_{head}"].update(logits[head].detach(), batch[head].long())
+            if f"{split}_{head}" in self.by_series:
+                probabilities = torch.softmax(logits[head].detach(), dim=-1)
+                self.by_series[f"{split}_{head}"].update(series, probabilities, batch[head])
         self.log(f"{split}/loss", self.losses[f"{split}_loss"], on_step=False, on_epoch=True,
                  prog_bar=split != "test", batch_size=len(batch["image"]))
         return loss
@@ -73,9 +82,15 @@ class SeriesModule(pl.LightningModule):
         values = {f"{split}/acc_{head}": self.accuracy[f"{split}_{head}"].compute()
                   for head in HEADS}
         values[f"{split}/acc"] = torch.stack(list(values.values())).mean()
-        self.log_dict(values, prog_bar=split == "val")
         for head in HEADS:
             self.accuracy[f"{split}_{head}"].reset()
+            if f"{split}_{head}" in self.by_series:
+                scores, targets = self.by_series[f"{split}_{head}"].compute()
+                self.by_series[f"{split}_{head}"].reset()
+                targets = targets.reshape(-1)  # compute() squeezes a single series
+                predicted = scores.reshape(len(targets), -1).argmax(dim=-1)
+                values[f"{split}/series_acc_{head}"] = (predicted == targets).float().mean()
+        self.log_dict(values, prog_bar=split == "val")
         return values[f"{split}/acc"]
 
     def on_train_start(self) -> None:
