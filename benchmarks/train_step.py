@@ -64,8 +64,8 @@ def measure_step(channels: int, size: list[int], batch: int, steps: int, precisi
 
 
 def run_isolated(**kwargs: object) -> dict[str, float]:
-    code = ("import json,sys; sys.path.insert(0, %r); from benchmarks.train_step import "
-            "measure_step; print(json.dumps(measure_step(**%r)))" % (str(ROOT), kwargs))
+    code = (f"import json,sys; sys.path.insert(0, {str(ROOT)!r}); from benchmarks.train_step "
+            f"import measure_step; print(json.dumps(measure_step(**{kwargs!r})))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=ROOT)
     return json.loads(out.stdout.strip().splitlines()[-1])

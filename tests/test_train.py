@@ -35,7 +35,8 @@ def test_two_epochs_write_best_and_last_checkpoints_and_metrics_csv(train_cfg) -
     checkpoints = sorted(p.name for p in (run / "checkpoints").glob("*.ckpt"))
     assert "last.ckpt" in checkpoints
     assert any(name.startswith("epoch_") for name in checkpoints)
-    rows = list(csv.DictReader(open(run / "csv" / "metrics.csv")))
+    with open(run / "csv" / "metrics.csv") as table:
+        rows = list(csv.DictReader(table))
     assert {"train/loss", "val/auc", "val/auc_best", "test/auc"} <= set(rows[0])
     assert {int(r["epoch"]) for r in rows if r.get("val/auc")} == {0, 1}
     assert (run / "config.yaml").exists() and (run / "run_info.json").exists()
