@@ -6,7 +6,7 @@ and print the validation Dice per region, HD95 and the wall time.
 
 The cohort is generated once into ``--workdir`` (default: a folder in the system temp dir)
 and reused, with its preprocessing cache. The recipe trains on 32-voxel patches (half
-centred on tumour) of the default 48-voxel volumes, 4 a batch, validates whole volumes by
+centred on tumour) of 48-voxel volumes at 2 mm, 4 a batch, and validates whole volumes by
 sliding windows every 3 epochs; overrides given on the command line come after it.
 Training stops after ``--epochs`` or ``--minutes`` (Lightning's ``max_time``), whichever
 comes first; the validation scores of every epoch and of the best one are printed
@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 REGION_SCORES = ["dice_wt", "dice_tc", "dice_et", "dice_ncr", "dice_ed", "dice", "iou", "hd95"]
-RECIPE = ["model.patch_size=[32,32,32]", "data.batch_size=4", "trainer.check_val_every_n_epoch=3"]
+RECIPE = ["data.spatial_size=[48,48,48]", "data.spacing=[2.0,2.0,2.0]",
+          "model.patch_size=[32,32,32]", "data.batch_size=4", "trainer.check_val_every_n_epoch=3"]
 
 
 def make_cohort(workdir: Path, patients: int, size: int) -> tuple[Path, float]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from radiogenomics import config as rc
 from radiogenomics.data.errors import RadiogenomicsError
@@ -91,10 +91,13 @@ def test_slice_models_report_patient_and_slice_metrics_and_load_safely(zoo_cfg):
 
 
 def test_every_model_uses_the_one_default_synthetic_cohort():
-    default = compose_train([]).data
+    def cohort(*overrides: str) -> tuple:
+        data = OmegaConf.to_container(compose_train(list(overrides)).data)  # unresolved
+        return data["layout"], data["root"], data["synthetic"]
+
+    default = cohort()
     for model in ("vgg16", "attention_vgg", "multiscale", "series_resnet", "efficientnet3d"):
-        data = compose_train([f"model={model}"]).data
-        assert (data.root, data.synthetic) == (default.root, default.synthetic), model
+        assert cohort(f"model={model}") == default, model
 
 
 def test_model_configs_bring_their_data_and_a_data_override_wins():

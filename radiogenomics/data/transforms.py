@@ -135,13 +135,38 @@ class CentralSlabd(mt.MapTransform):
         return d
 
 
+class NormalizeNonzerod(mt.MapTransform):
+    """Channel-wise z-score over the non-zero voxels (background stays 0), in place.
+
+    Gives the values of MONAI's ``NormalizeIntensityd(nonzero=True, channel_wise=True)`` at
+    a fraction of its cost on CPU, and keeps the MetaTensor (its affine and the record of
+    spatial transforms that ``Invertd`` needs).
+    """
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            image = d[key]
+            plain = image.as_tensor() if isinstance(image, MetaTensor) else image
+            foreground = plain != 0
+            axes = tuple(range(1, plain.ndim))
+            count = foreground.sum(axes, keepdim=True).clamp_min(1)
+            mean = plain.sum(axes, keepdim=True) / count
+            centred = (plain - mean) * foreground
+            std = (centred.square().sum(axes, keepdim=True) / count).sqrt()
+            std = torch.where(std > 0, std, torch.ones_like(std))
+            plain.copy_(torch.where(foreground, centred / std, plain))
+        return d
+
+
 class CheckFinited(mt.MapTransform):
     """Fail loudly on blank or non-finite images after preprocessing."""
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
-            image = d[key]
+            # plain tensor: MetaTensor's per-op bookkeeping is not needed for a check
+            image = d[key].as_tensor() if isinstance(d[key], MetaTensor) else d[key]
             if not torch.isfinite(image).all():
                 raise DataError(f"{key} has non-finite voxels after preprocessing",
                                 patient=d.get("id"), hint="check the source series")
@@ -181,7 +206,7 @@ def preprocessing(config: PreprocessConfig) -> mt.Compose:
         mt.Resized(keys=all_keys, spatial_size=config.spatial_size,
                    mode=[m.replace("nearest", "nearest-exact") for m in modes],
                    anti_aliasing=False),
-        mt.NormalizeIntensityd(keys=image_keys, nonzero=True, channel_wise=True),
+        NormalizeNonzerod(image_keys),
         mt.ConcatItemsd(keys=image_keys, name="image", dim=0),
     ]
     return mt.Compose(steps)

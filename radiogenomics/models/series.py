@@ -117,7 +117,7 @@ class SeriesModule(pl.LightningModule):
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         logits = self(batch["image"])
-        return {"id": list(batch["id"]),
+        return {"id": list(batch["id"]), "series": list(batch["series"]),
                 **{head: torch.softmax(logits[head], dim=-1) for head in HEADS}}
 
     def setup(self, stage: str) -> None:
