@@ -16,6 +16,7 @@ from radiogenomics.data.readers import load_volume
 from radiogenomics.data.series import PLANE_CLASSES, SEQUENCE_CLASSES, SeriesDataModule
 from radiogenomics.models.classifier import ClassificationModule
 from radiogenomics.models.nets.attention_vgg import AttentionVGG16
+from radiogenomics.models.nets.efficientnet3d import EfficientNet3D
 from radiogenomics.models.nets.series_resnet import SeriesResNet
 from radiogenomics.models.nets.vgg import VGG16Classifier
 from radiogenomics.models.series import tag_series
@@ -155,6 +156,12 @@ def test_attention_vgg_returns_its_attention_maps(normalize):
     else:
         assert ((maps["pool4"] >= 0) & (maps["pool4"] <= 1)).all()
     assert [m.shape for m in net.attention_maps(x)] == [(2, 1, 8, 8), (2, 1, 4, 4)]
+
+
+def test_efficientnet3d_starts_from_small_logits():
+    net = EfficientNet3D(in_channels=2, num_classes=1)
+    logits = net(torch.randn(2, 2, 32, 32, 32))
+    assert logits.shape == (2, 1) and logits.abs().max() < 2  # MONAI's own init gives ~10
 
 
 def test_focal_loss_is_an_option_of_the_classifier():

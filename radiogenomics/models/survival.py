@@ -134,8 +134,13 @@ class SurvivalClassifier:
         self.search = GridSearchCV(pipeline, self._grid(len(y), folds), cv=folds,
                                    scoring="accuracy")
         self.search.fit(x, y)
-        log.info("survival grid search: best %s (cv accuracy %.3f)", self.search.best_params_,
-                 self.search.best_score_)
+        if np.isfinite(self.search.best_score_):
+            log.info("survival grid search: best %s (cv accuracy %.3f)",
+                     self.search.best_params_, self.search.best_score_)
+        else:
+            log.warning("survival grid search scored no setting (a class too small for its "
+                        "%d folds): fitted %s untuned", folds.get_n_splits(),
+                        self.search.best_params_)
         return self.score(datamodule.val_cases, "val")
 
     def test(self, datamodule: Any) -> dict[str, float]:
