@@ -90,12 +90,19 @@ def git_commit(cwd: Path | None = None) -> str | None:
     return commit + ("-dirty" if dirty.strip() else "")
 
 
+def _write_atomic(path: Path, text: str) -> None:
+    """Write a file under a temporary name, then rename it: never a half-written file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def save_run_info(cfg: DictConfig, output_dir: str | Path,
                   datamodule: pl.LightningDataModule | None = None) -> Path:
     """Write the resolved config, package version, git commit and split file into the run dir."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    _write_atomic(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     info: dict[str, Any] = {
         "radiogenomics_version": radiogenomics.__version__,
         "git_commit": git_commit(Path(__file__).resolve().parent),
@@ -104,12 +111,12 @@ def save_run_info(cfg: DictConfig, output_dir: str | Path,
     }
     splits = getattr(datamodule, "splits", None)
     if splits is not None:
-        (out / "splits.json").write_text(json.dumps(splits, indent=1))
+        _write_atomic(out / "splits.json", json.dumps(splits, indent=1))
         info["fold"] = getattr(datamodule, "fold", None)
     skipped = getattr(datamodule, "skipped", None)
     if skipped:
         info["skipped_patients"] = skipped
-    (out / "run_info.json").write_text(json.dumps(info, indent=1))
+    _write_atomic(out / "run_info.json", json.dumps(info, indent=1))
     return out
 
 
