@@ -1,11 +1,13 @@
 """Training speed of cnn3d: samples/s and peak memory per input size, and the data-wait share.
 
-    python benchmarks/train_step.py [--steps 3] [--winner-batch 2] [--json out.json]
+    python benchmarks/train_step.py [--steps 3] [--winner-batch 2] [--patients 40] [--epochs 3]
+                                    [--json out.json]
 
 Each network measurement runs in its own process so that its peak memory is its own
-(peak RSS on CPU, peak allocated CUDA memory on GPU). The data-wait share trains cnn3d on
-a small synthetic cohort from the preprocessing cache and splits each step into the time
-spent waiting for the next batch and the time spent computing.
+(peak RSS on CPU, peak allocated CUDA memory on GPU). The data-wait share trains cnn3d as
+conf/ configures it (default data, batch and DataLoader workers) on a synthetic DICOM cohort
+of --patients from the preprocessing cache, and splits each step into the time spent
+waiting for the next batch and the time spent computing.
 """
 
 from __future__ import annotations
@@ -17,12 +19,29 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+
+def time_steps(step: Callable[[], None], steps: int, device: str) -> float:
+    """Seconds taken by `steps` calls of `step` after one warm-up call (allocator, optimizer
+    state, kernel selection); on CUDA the peak-memory counter is reset after the warm-up."""
+    step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
 
 
 def measure_step(channels: int, size: list[int], batch: int, steps: int, precision: str,
@@ -47,19 +66,11 @@ def measure_step(channels: int, size: list[int], batch: int, steps: int, precisi
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    step()  # warm-up
+    elapsed = time_steps(step, steps, device)
     if device == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if device == "cuda":
-        torch.cuda.synchronize()
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    elapsed = time.perf_counter() - start
     return {"samples_per_s": batch * steps / elapsed, "peak_mb": peak_mb, "device": device}
 
 
@@ -71,17 +82,30 @@ def run_isolated(**kwargs: object) -> dict[str, float]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def data_wait_share(workdir: Path, epochs: int = 2) -> dict[str, float]:
-    """Share of training-step time spent waiting for batches from the cache (default data)."""
+def compose_train(overrides: Sequence[str]) -> Any:
+    """conf/train.yaml composed with `overrides` (Hydra's compose API; no run directory)."""
+    from hydra import compose, initialize_config_dir
+
+    import radiogenomics.config  # noqa: F401 (registers the resolvers of conf/)
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        return compose(config_name="train", overrides=list(overrides))
+
+
+def data_wait_share(cohort: Path, cache_dir: Path, epochs: int = 2,
+                    overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Share of training-step time spent waiting for batches, training cnn3d as configured
+    (conf/train.yaml with model=cnn3d: its default data, batch, augmentation and DataLoader
+    workers) on the DICOM cohort at `cohort`, from the preprocessing cache at `cache_dir`
+    (filled first, not timed)."""
     import lightning.pytorch as pl
 
-    from radiogenomics.data.datamodule import MRIDataModule
-    from radiogenomics.models.classifier import ClassificationModule
-    from radiogenomics.models.nets.resnet3d import ResNet3D
+    from radiogenomics import config as rc
 
     class StepTimer(pl.Callback):
         def __init__(self) -> None:
             self.wait = self.compute = 0.0
+            self.steps = 0
             self._end: float | None = None
             self._start = 0.0
 
@@ -96,24 +120,26 @@ def data_wait_share(workdir: Path, epochs: int = 2) -> dict[str, float]:
         def on_train_batch_end(self, *args: object) -> None:
             self._end = time.perf_counter()
             self.compute += self._end - self._start
+            self.steps += 1
 
-    datamodule = MRIDataModule(
-        layout="synthetic", root=str(workdir / "cohort"), target="mgmt",
-        sequences=("T1wCE", "FLAIR"), spatial_size=(48, 48, 48), test_split="test",
-        cache_dir=str(workdir / "cache"), batch_size=8,
-        augment={"flip_prob": 0.5, "rotate_prob": 0.3},
-        synthetic={"patients": 24, "test_patients": 4, "seed": 0},
-    )
+    cfg = compose_train(["model=cnn3d", f"data.root={cohort}", f"data.cache_dir={cache_dir}",
+                         "data.synthetic=null", "data.test_split=val", *overrides])
+    datamodule = rc.instantiate(cfg.data)
     datamodule.prepare_data()
-    model = ClassificationModule(
-        net=ResNet3D(in_channels=2), optimizer=lambda params: torch.optim.Adam(params, 1e-4))
+    model = rc.instantiate(cfg.model)
     timer = StepTimer()
-    trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, callbacks=[timer], num_sanity_val_steps=0,
-                         limit_val_batches=0)
+    trainer = pl.Trainer(max_epochs=epochs, accelerator="auto", devices=1, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=[timer],
+                         num_sanity_val_steps=0, limit_val_batches=0,
+                         default_root_dir=str(cache_dir.parent))
     trainer.fit(model, datamodule=datamodule)
     total = timer.wait + timer.compute
-    return {"data_wait_share": timer.wait / total, "num_workers": datamodule.num_workers}
+    return {"data_wait_share": timer.wait / total, "wait_s": timer.wait,
+            "compute_s": timer.compute, "steps": timer.steps, "epochs": epochs,
+            "batch_size": datamodule.batch_size, "num_workers": datamodule.num_workers,
+            "train_patients": len(datamodule.train_cases),
+            "input": [len(datamodule.sequences), *datamodule.preprocess.spatial_size]}
 
 
 def main() -> None:
@@ -123,6 +149,9 @@ def main() -> None:
                         help="batch at the winner's input (default: 8 on GPU, 2 on CPU)")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--skip-data", action="store_true")
+    parser.add_argument("--patients", type=int, default=40,
+                        help="synthetic patients of the data-wait run")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs of the data-wait run")
     args = parser.parse_args()
 
     gpu = torch.cuda.is_available()
@@ -147,8 +176,12 @@ def main() -> None:
               f"{r['peak_mb']:>9.0f} {r['device']}")
     results: dict[str, object] = {"steps": rows}
     if not args.skip_data:
+        from radiogenomics.data.synthetic import generate_cohort
+
         with tempfile.TemporaryDirectory() as tmp:
-            wait = data_wait_share(Path(tmp))
+            cohort = generate_cohort(Path(tmp) / "cohort", patients=args.patients,
+                                     test_patients=0, format="dicom", size=32)
+            wait = data_wait_share(cohort, Path(tmp) / "cache", epochs=args.epochs)
         print(f"\ndata wait from the cache: {100 * wait['data_wait_share']:.1f}% of step time "
               f"(num_workers={wait['num_workers']}; target < 5%)")
         results["data_wait"] = wait

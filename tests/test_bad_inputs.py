@@ -181,6 +181,19 @@ def test_missing_sequence_folder_raises_or_is_skipped_when_asked(
     assert BROKEN not in {case["id"] for case in dm.train_cases + dm.val_cases}
 
 
+def test_a_series_the_model_does_not_read_may_be_missing(
+    tiny_cohort, cache_dir, tmp_path
+) -> None:
+    """RSNA layout: a patient without T2w still trains a T1wCE + FLAIR model."""
+    root = cohort_view(tiny_cohort, tmp_path / "cohort", copies=[BROKEN])
+    shutil.rmtree(series(root, sequence="T2w"))
+    dm = datamodule(root / "rsna", cache_dir, layout="rsna", test_split="val")
+    dm.prepare_data()
+    dm.setup()
+    assert not dm.skipped
+    assert BROKEN in {case["id"] for case in dm.train_cases + dm.val_cases}
+
+
 def brats_view(source: Path, root: Path, patients: Iterable[str]) -> Path:
     """A BraTS 2021 cohort of a few synthetic patients; the first one is a real copy."""
     root.mkdir(parents=True)

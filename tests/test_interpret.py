@@ -13,7 +13,12 @@ from radiogenomics.interpret.attention import AttentionExplainer
 from radiogenomics.interpret.gradcam import GradCAMExplainer
 from radiogenomics.interpret.mc_dropout import MCDropoutUncertainty, dropout_layers
 from radiogenomics.interpret.tta import TTAUncertainty
-from radiogenomics.interpret.uncertainty import predictive_entropy, summarise
+from radiogenomics.interpret.uncertainty import (
+    VoxelStatistics,
+    predictive_entropy,
+    summarise,
+    voxel_entropy,
+)
 from radiogenomics.models.nets.attention_vgg import AttentionVGG16
 from radiogenomics.models.nets.resnet3d import ResNet3D
 
@@ -127,3 +132,59 @@ def test_uncertainty_summary_reports_mean_spread_and_entropy() -> None:
     assert summary.std == pytest.approx([np.std([0.4, 0.6], ddof=1)])
     assert summary.entropy == pytest.approx(1.0)
     assert predictive_entropy(np.array([1.0, 0.0, 0.0])) == pytest.approx(0.0, abs=1e-9)
+
+
+# ------------------------------------------------------------- voxel-wise (segmenters)
+
+
+def test_tta_maps_of_a_segmenter_are_flipped_back_exactly(image) -> None:
+    tta = TTAUncertainty([mt.RandFlipd(keys="image", prob=0.5, spatial_axis=axis)
+                          for axis in range(3)], samples=8, seed=1)
+    maps = tta.voxel_samples(torch.sigmoid, nn.Identity(), image)
+    assert maps.shape == (8, *image.shape)
+    # a voxel-wise net commutes with flips: every copy, flipped back, is the plain prediction
+    for copy in maps:
+        torch.testing.assert_close(copy, torch.sigmoid(image))
+    # and the copies were flipped (else the test would prove nothing)
+    unflipped = TTAUncertainty([mt.RandFlipd(keys="image", prob=1.0, spatial_axis=0)],
+                               samples=2)._run(torch.sigmoid, image, inverse=False)
+    assert not torch.allclose(unflipped[0], torch.sigmoid(image))
+
+
+def test_tta_maps_refuse_random_transforms_that_cannot_be_inverted() -> None:
+    net = nn.Identity()
+    elastic = TTAUncertainty([mt.RandFlipd(keys="image", prob=0.5),
+                              mt.Rand3DElasticd(keys="image", sigma_range=(5, 7),
+                                                magnitude_range=(1, 2), prob=0.5)])
+    elastic.check(net)  # a classifier's probabilities need no inverse
+    with pytest.raises(RadiogenomicsError, match="Rand3DElasticd cannot be inverted"):
+        elastic.check(net, voxelwise=True)
+    # intensity transforms change no position: nothing to invert
+    TTAUncertainty([mt.RandFlipd(keys="image", prob=0.5),
+                    mt.RandGaussianNoised(keys="image", prob=0.5)]).check(net, voxelwise=True)
+
+
+def test_mc_dropout_gives_one_map_per_pass() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv3d(2, 3, 1), nn.Dropout(0.5)).eval()
+    image = torch.randn(2, 6, 7, 8)
+    maps = MCDropoutUncertainty(samples=4).voxel_samples(lambda b: torch.sigmoid(net(b)), net,
+                                                          image)
+    assert maps.shape == (4, 3, 6, 7, 8) and maps.std(0).max() > 0
+
+
+def test_voxel_statistics_are_the_mean_spread_and_entropy_of_the_samples() -> None:
+    rng = np.random.default_rng(0)
+    samples = rng.uniform(size=(7, 3, 4, 5, 6))
+    statistics = VoxelStatistics()
+    statistics.add(torch.from_numpy(samples[:3]))  # e.g. one ensemble member, then another
+    statistics.add(torch.from_numpy(samples[3:]))
+    maps = statistics.summary("tta", exclusive=False)
+    assert maps.samples == 7 and maps.mean.shape == (3, 4, 5, 6) and maps.entropy.shape == (4, 5, 6)
+    np.testing.assert_allclose(maps.mean, samples.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(maps.std, samples.std(0, ddof=1), rtol=1e-4, atol=1e-6)
+    # sigmoid regions: mean binary entropy; softmax labels: entropy of the distribution
+    assert voxel_entropy(np.full((3, 1), 0.5), exclusive=False) == pytest.approx([1.0])
+    assert voxel_entropy(np.array([[1.0], [0.0], [0.0]]), exclusive=False) == pytest.approx(
+        [0.0], abs=1e-9)
+    assert voxel_entropy(np.full((4, 1), 0.25), exclusive=True) == pytest.approx([2.0])

@@ -16,6 +16,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
+from PIL import Image
 from torch import nn
 
 from predict import predict
@@ -23,6 +24,7 @@ from radiogenomics.data.errors import RadiogenomicsError
 from radiogenomics.data.readers import load_volume
 from radiogenomics.data.transforms import PreprocessConfig
 from radiogenomics.inference.models import SliceSampling, TrainedModel
+from radiogenomics.inference.runner import CohortPredictor
 from radiogenomics.interpret.volume import to_slices
 from radiogenomics.models.classifier import ClassificationModule
 from tests.conftest import CONF_DIR, compose_train
@@ -133,6 +135,52 @@ def test_broken_patients_get_a_fallback_row_an_error_and_exit_code_3(folds, tiny
     assert values.notna().all() and values.between(0, 1).all()
 
 
+def _kaggle_test_folder(tiny_cohort: Path, root: Path, count: int) -> list[str]:
+    """`count` patients of the tiny cohort copied into Kaggle's unlabelled ``root/test/``."""
+    for patient in sorted(_ids(tiny_cohort / "rsna" / "train"))[:count]:
+        shutil.copytree(tiny_cohort / "rsna" / "train" / patient, root / "test" / patient)
+    return sorted(_ids(root / "test"))
+
+
+def _check_fallback_submission(out: Path, patients: list[str]) -> None:
+    """Every patient failed: a fallback row and an error row each."""
+    submission = pd.read_csv(out / "submission.csv", dtype={"BraTS21ID": str})
+    assert sorted(submission.BraTS21ID) == patients
+    assert (submission.MGMT_value == 0.5).all()
+    errors = pd.read_csv(out / "errors.csv", dtype=str)
+    assert sorted(set(errors.patient)) == patients
+    predictions = pd.read_csv(out / "predictions.csv", dtype={"BraTS21ID": str})
+    assert (predictions.status == "failed").all()
+
+
+def test_when_every_patient_fails_each_still_gets_a_row_and_the_exit_code_is_3(
+        folds, tiny_cohort, tmp_path) -> None:
+    # no patient has the FLAIR series the model needs: the cohort itself has no usable case
+    cohort = tmp_path / "rsna"
+    patients = _kaggle_test_folder(tiny_cohort, cohort, 2)
+    for patient in patients:
+        shutil.rmtree(cohort / "test" / patient / "FLAIR")
+    out = tmp_path / "out"
+    run = subprocess.run(
+        [sys.executable, "predict.py", f"ckpt_path={folds / '0'}", f"data.root={cohort}",
+         f"output_dir={out}", "device=cpu"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 3, run.stderr[-3000:]
+    _check_fallback_submission(out, patients)
+    assert pd.read_csv(out / "errors.csv").error.str.contains("FLAIR").all()
+    # every patient is read by the cohort but none can be preprocessed
+    for patient in patients:
+        shutil.copytree(tiny_cohort / "rsna" / "train" / patient / "FLAIR",
+                        cohort / "test" / patient / "FLAIR")
+        for dicom in (cohort / "test" / patient / "T1wCE").iterdir():
+            dicom.write_bytes(dicom.read_bytes()[:200])
+    result, report = _predict(tmp_path / "truncated", f"ckpt_path={folds / '0'}",
+                              f"data.root={cohort}")
+    assert report is None and {f.patient for f in result.failures} == set(patients)
+    _check_fallback_submission(tmp_path / "truncated", patients)
+
+
 def test_fold_ensemble_is_the_mean_of_its_members(folds, tiny_cohort, tmp_path) -> None:
     ensemble, _ = _predict(tmp_path / "ensemble", f"ckpt_path={folds}",
                            f"data.root={tiny_cohort}")
@@ -174,10 +222,18 @@ def test_a_checkpoint_outside_its_run_directory_is_a_clear_error(folds, tmp_path
         _predict(tmp_path / "out", f"ckpt_path={tmp_path / 'model.ckpt'}")
 
 
-def test_segmenter_writes_masks_on_the_scan_volumes_and_dice(tiny_cohort, tmp_path) -> None:
-    run = _train(tiny_cohort, tmp_path, tmp_path / "unet", "model=unet",
-                 "model.net.channels=[4,8,16]", "model.net.strides=[2,2]")
-    result, report = _predict(tmp_path / "out", f"ckpt_path={run}", f"data.root={tiny_cohort}")
+@pytest.fixture(scope="module")
+def unet_run(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny 3D U-Net run, with dropout so that MC dropout has something to switch on."""
+    work = tmp_path_factory.mktemp("unet")
+    return _train(tiny_cohort, work, work / "unet", "model=unet", "model.net.channels=[4,8,16]",
+                  "model.net.strides=[2,2]", "model.net.dropout=0.2")
+
+
+def test_segmenter_writes_masks_on_the_scan_volumes_and_dice(unet_run, tiny_cohort,
+                                                             tmp_path) -> None:
+    result, report = _predict(tmp_path / "out", f"ckpt_path={unet_run}",
+                              f"data.root={tiny_cohort}")
     table = pd.read_csv(tmp_path / "out" / "segmentations.csv", dtype={"BraTS21ID": str})
     assert set(table.BraTS21ID) == _ids(tiny_cohort / "rsna" / "test")
     assert {"ET_ml", "TC_ml", "WT_ml", "dice_wt", "hd95"} <= set(table.columns)
@@ -187,6 +243,135 @@ def test_segmenter_writes_masks_on_the_scan_volumes_and_dice(tiny_cohort, tmp_pa
         assert mask.shape == scan.array.shape
         assert set(np.unique(mask.get_fdata())) <= {0, 1, 2, 4}  # BraTS 2021 codes
     assert report is not None and "dice_wt" in report.metrics
+
+
+@pytest.mark.parametrize("method, samples", [("tta", 4), ("mc_dropout", 3)])
+def test_segmenter_uncertainty_maps_lie_on_the_scan_beside_the_masks(unet_run, tiny_cohort,
+                                                                     tmp_path, method,
+                                                                     samples) -> None:
+    result, _ = _predict(tmp_path, f"ckpt_path={unet_run}", f"data.root={tiny_cohort}",
+                         f"uncertainty={method}", f"uncertainty.samples={samples}")
+    table = pd.read_csv(tmp_path / "uncertainty.csv", dtype={"BraTS21ID": str})
+    assert set(table.BraTS21ID) == _ids(tiny_cohort / "rsna" / "test")
+    assert (table["method"] == method).all() and (table.samples == samples).all()
+    assert {"tumour_voxels", "entropy_tumour_bits", "std_tumour_ET", "std_tumour_TC",
+            "std_tumour_WT"} <= set(table.columns)
+    spread = []
+    for patient in result.patients:
+        folder = tmp_path / "masks"
+        mask = nib.load(folder / f"{patient.id}_seg.nii.gz")
+        scan = load_volume(tiny_cohort / "rsna" / "test" / patient.id / SEQUENCES[0])
+        mean, std, entropy = (nib.load(folder / f"{patient.id}_{name}.nii.gz")
+                              for name in ("prob_mean", "prob_std", "entropy"))
+        for image in (mean, std, entropy):
+            assert image.shape[:3] == scan.array.shape == mask.shape
+            assert np.allclose(image.affine, scan.affine, atol=1e-3)
+        assert mean.shape[3] == std.shape[3] == 3  # ET, TC, WT
+        values = entropy.get_fdata()
+        assert values.min() >= 0 and values.max() <= 1 + 1e-6  # mean binary entropy, bits
+        assert mean.get_fdata().min() >= 0 and mean.get_fdata().max() <= 1 + 1e-6
+        tumour = mask.get_fdata() > 0
+        row = table.set_index("BraTS21ID").loc[patient.id]
+        assert row.tumour_voxels == tumour.sum()
+        if tumour.any():
+            assert row.entropy_tumour_bits == pytest.approx(values[tumour].mean(), rel=1e-4)
+        spread.append(std.get_fdata().max())
+    assert max(spread) > 0  # the samples differ
+
+
+def test_segmenter_tta_without_a_random_transform_is_refused(unet_run, tiny_cohort,
+                                                              tmp_path) -> None:
+    with pytest.raises(RadiogenomicsError, match="no random transform"):
+        _predict(tmp_path, f"ckpt_path={unet_run}", f"data.root={tiny_cohort}",
+                 "uncertainty=tta", "uncertainty.transforms=[]")
+    with pytest.raises(RadiogenomicsError, match="interpret= explains classifiers"):
+        _predict(tmp_path, f"ckpt_path={unet_run}", f"data.root={tiny_cohort}",
+                 "interpret=gradcam")
+
+
+def _png_cohort(tiny_cohort: Path, root: Path) -> Path:
+    """The tiny cohort's train patients as PNG slice folders <id>/FLAIR/Image-N.png."""
+    for folder in sorted((tiny_cohort / "rsna" / "train").iterdir()):
+        volume = load_volume(folder / "FLAIR").array
+        grey = (255 * volume / volume.max()).astype(np.uint8)
+        (root / folder.name / "FLAIR").mkdir(parents=True)
+        for number in range(grey.shape[2]):  # axial display: rows A->P, columns R->L
+            Image.fromarray(grey[::-1, ::-1, number].T).save(
+                root / folder.name / "FLAIR" / f"Image-{number + 1}.png")
+    shutil.copy(tiny_cohort / "rsna" / "train_labels.csv", root)
+    return root
+
+
+def test_a_slice_model_trained_on_png_predicts_png_cohorts(tiny_cohort, tmp_path) -> None:
+    png = _png_cohort(tiny_cohort, tmp_path / "png")
+    run = _train(png, tmp_path, tmp_path / "run", "data=png", "model=multiscale",
+                 "data.slices_per_case=4",
+                 "model.net.pathway_channels=[4,8]", "model.net.fusion_channels=8")
+    patients = sorted(_ids(png))
+    for name, overrides in (("detected", [f"data.root={png}"]),
+                            ("named", [f"data.root={png}", "data.layout=png"]),
+                            ("trained", [])):  # no root: the training cohort, in its layout
+        result, report = _predict(tmp_path / name, f"ckpt_path={run}", *overrides)
+        submission = pd.read_csv(tmp_path / name / "submission.csv", dtype={"BraTS21ID": str})
+        assert sorted(submission.BraTS21ID) == patients, name
+        assert submission.MGMT_value.between(0, 1).all() and not result.failures
+        assert report is not None  # train_labels.csv beside the folders: labelled
+    # one PNG patient folder, with a series missing from another
+    shutil.rmtree(png / patients[1] / "FLAIR")
+    _predict(tmp_path / "one", f"ckpt_path={run}", f"data.root={png / patients[0]}")
+    assert pd.read_csv(tmp_path / "one" / "submission.csv", dtype=str).BraTS21ID.tolist() == [
+        patients[0]]
+    result, _ = _predict(tmp_path / "broken", f"ckpt_path={run}", f"data.root={png}")
+    assert [f.patient for f in result.failures] == [patients[1]]
+    assert len(result.patients) == len(patients)
+
+
+class SliceOracle:
+    """An explainer whose map is 1 on one slice of the network's grid and 0 elsewhere."""
+
+    name = "oracle"
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def check(self, net: nn.Module) -> None:
+        """Any net."""
+
+    def __call__(self, net: nn.Module, image: torch.Tensor, axis: int | None = None
+                 ) -> np.ndarray:
+        heatmap = np.zeros(image.shape[1:], dtype=np.float32)
+        heatmap[:, :, self.index] = 1.0
+        return heatmap
+
+
+def test_maps_of_a_slab_model_land_on_their_own_slices_of_the_scan(tmp_path) -> None:
+    # a 24x24x40 "brain" on slices 5-35, largest on slice 25: the slab of 8 is slices 21-28
+    brain = np.zeros((24, 24, 40), dtype=np.float32)
+    for z in range(5, 36):
+        half = max(12 - abs(z - 25), 1)
+        brain[12 - half:12 + half, 12 - half:12 + half, z] = 100.0 + z
+    affine = np.diag([1.5, 1.5, 3.0, 1.0])
+    affine[:3, 3] = [-20.0, -30.0, -40.0]
+    path = tmp_path / "flair.nii.gz"
+    nib.save(nib.Nifti1Image(brain, affine), path)
+    case = {"id": "00001", "images": {"FLAIR": str(path)}, "seg": None, "labels": {},
+            "label_scheme": None}
+    # the foreground crop keeps slices 3-37 (margin 2): the slab is slices 18-25 of the crop
+    config = PreprocessConfig(sequences=("FLAIR",), spacing=None, spatial_size=(24, 24, 8),
+                              slab=8, dtype="float32")
+    net = nn.Sequential(nn.Conv3d(1, 1, 1), nn.AdaptiveAvgPool3d(1), nn.Flatten())
+    model = TrainedModel("slab", Path("run"), Path("run.ckpt"), OmegaConf.create(),
+                         ClassificationModule(net, optimizer=None).eval(), config, "mgmt")
+    predictor = CohortPredictor([model], tmp_path / "out", explainer=SliceOracle(3))
+    prepared = predictor.preprocessor(case)
+    assert prepared.image.shape == (1, 24, 24, 8)
+    np.testing.assert_allclose(prepared.affine[:3, 3], [-20.0, -30.0, -40.0 + 3.0 * 21])
+    _, maps = predictor.predict_case(case)
+    written = nib.load(next(p for p in maps if p.name.endswith(".nii.gz")))
+    assert written.shape == brain.shape and np.allclose(written.affine, affine)
+    heatmap = written.get_fdata()
+    assert np.flatnonzero(heatmap.sum(axis=(0, 1))).tolist() == [21 + 3]
+    assert heatmap[:, :, 24].min() == pytest.approx(1.0)
 
 
 def test_a_2d_classifier_aggregates_the_slices_it_was_trained_on() -> None:

@@ -321,9 +321,30 @@ def test_resized_mask_stays_on_its_structure_in_the_image(tmp_path) -> None:
     np.testing.assert_allclose(mask_centre, image_centre, atol=0.1)
 
 
-def test_slab_preprocessing_cannot_be_inverted(tiny_cohort) -> None:
+def test_mask_of_a_slab_model_lands_on_the_slab_slices(tiny_cohort, tmp_path) -> None:
     case = load_cohort("synthetic", tiny_cohort, image_format="nifti")[0]
-    config = PreprocessConfig(sequences=("FLAIR",), spatial_size=(16, 16, 8), slab=8)
-    module = SegmentationModule(nn.Conv3d(1, 3, 1), functools.partial(torch.optim.SGD, lr=0.1))
-    with pytest.raises(ValueError, match="data.slab=null"):
-        predict_mask(module, case, config)
+    lossless = _lossless_config(case)
+    depth = 8
+    config = dataclasses.replace(lossless, slab=depth,
+                                 spatial_size=(*lossless.spatial_size[:2], depth))
+    mask = predict_mask(_oracle(case, config, "labels", tmp_path), case, config)
+    truth = read_nifti(case["seg"]).array.astype(np.uint8)
+    assert mask.array.shape == truth.shape
+    np.testing.assert_allclose(mask.affine, read_nifti(case["seg"]).affine)
+    # the slab, found independently: the cropped slices of largest brain area, and `depth` around
+    image = load_volume(case["images"]["FLAIR"]).array
+    start, end = generate_spatial_bounding_box(image[None], margin=2, allow_smaller=True)
+    area = (image[start[0]:end[0], start[1]:end[1], start[2]:end[2]] > 0).sum(axis=(0, 1))
+    first = start[2] + min(max(int(np.argmax(area)) - depth // 2, 0), len(area) - depth)
+    slab = slice(first, first + depth)
+    assert truth[:, :, slab].any(), "the slab must hold tumour for the test to mean anything"
+    np.testing.assert_array_equal(mask.array[:, :, slab], truth[:, :, slab])
+    outside = np.ones(truth.shape[2], dtype=bool)
+    outside[slab] = False
+    assert not mask.array[:, :, outside].any()
+    # the cache holds the slab's slices of the whole volume, as before the crop was recorded
+    cut = PreprocessCache(tmp_path, dataclasses.replace(config, with_seg=True)).compute(case)
+    whole = PreprocessCache(tmp_path, dataclasses.replace(lossless, with_seg=True)).compute(case)
+    kept = slice(first - start[2], first - start[2] + depth)
+    np.testing.assert_array_equal(cut["seg"], whole["seg"][..., kept])
+    np.testing.assert_array_equal(cut["image"] != 0, whole["image"][..., kept] != 0)

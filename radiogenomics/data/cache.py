@@ -32,8 +32,9 @@ from radiogenomics.data.transforms import PreprocessConfig, preprocessing
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 2
-"""Bumped whenever the pipeline's code changes what an entry holds."""
+CACHE_VERSION = 3
+"""Bumped whenever the pipeline's code changes what an entry holds (3: fused separable
+resampling, values equal to the eager MONAI transforms' up to float32 round-off)."""
 
 
 def fingerprint(path: str | Path) -> list[Any]:
@@ -76,6 +77,9 @@ class PreprocessCache:
         self.root = Path(root)
         self.config = config
         self._pipeline = None
+        # entry folder of each case already loaded: fingerprinting stats every source file
+        # (~440 per RSNA patient), too slow to repeat on every draw of a training epoch
+        self._loaded: dict[str, Path] = {}
 
     def sources(self, case: Case) -> dict[str, Any]:
         """Source files of a case that the config reads."""
@@ -109,8 +113,14 @@ class PreprocessCache:
         return (self.entry(case) / "meta.json").exists()
 
     def load(self, case: Case, mmap: bool = True) -> dict[str, np.ndarray]:
-        """Arrays of a prepared case (memory-mapped unless ``mmap`` is false)."""
-        entry = self.entry(case)
+        """Arrays of a prepared case (memory-mapped unless ``mmap`` is false).
+
+        The entry of a case is looked up once per cache object (until the next ``prepare`` or
+        ``write``): source files edited during a run are only noticed by the next one.
+        """
+        entry = self._loaded.get(case["id"])
+        if entry is None or not (entry / "meta.json").exists():
+            entry = self.entry(case)
         if not (entry / "meta.json").exists():
             raise DataError("not in the preprocessing cache", patient=case["id"], path=entry,
                             hint="call prepare() (the datamodule does it in prepare_data)")
@@ -118,6 +128,7 @@ class PreprocessCache:
         out = {"image": np.load(entry / "image.npy", mmap_mode=mode)}
         if self.config.with_seg:
             out["seg"] = np.load(entry / "seg.npy", mmap_mode=mode)
+        self._loaded[case["id"]] = entry
         return out
 
     def compute(self, case: Case) -> dict[str, np.ndarray]:
@@ -143,6 +154,7 @@ class PreprocessCache:
 
     def write(self, case: Case, arrays: dict[str, np.ndarray]) -> Path:
         """Store arrays atomically (temporary folder renamed into place)."""
+        self._loaded.pop(case["id"], None)
         self.root.mkdir(parents=True, exist_ok=True)
         final = self.entry(case)
         tmp = Path(tempfile.mkdtemp(prefix=f".{case['id']}-", dir=self.root))
@@ -172,6 +184,7 @@ class PreprocessCache:
         Failures do not stop the others: each is recorded in the report with its reason.
         """
         report = PrepareReport()
+        self._loaded.clear()
         todo = []
         for case in cases:
             try:

@@ -3,7 +3,8 @@
 Every layout returns a `Cohort`: `cases` sorted by id, and `skipped`, the (patient, reason)
 of each patient left out. By default (``on_missing="raise"``) one CohortError lists every bad
 patient at once; ``on_missing="skip"`` keeps the good ones and reports the rest, so that a
-batch job never drops a patient silently.
+batch job never drops a patient silently; ``on_missing="report"`` does the same and returns
+an empty cohort when no patient is usable (a prediction still lists every one of them).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 RSNA_FLAGGED: tuple[str, ...] = ("00109", "00123", "00709")
 """RSNA-MICCAI 2021 cases the organisers flagged as unusable."""
 
-ON_MISSING: tuple[str, ...] = ("raise", "skip")
+ON_MISSING: tuple[str, ...] = ("raise", "skip", "report")
 
 _ID_COLUMNS = ("brats21id", "brats20id", "brats19id", "brats18id")
 _LABEL_COLUMNS = {
@@ -46,7 +47,7 @@ class Cohort:
     root: Path
     cases: list[Case]
     skipped: list[tuple[str, str]] = field(default_factory=list)
-    """(patient, reason) of each patient dropped by ``on_missing="skip"``."""
+    """(patient, reason) of each patient dropped by ``on_missing="skip"`` (or ``"report"``)."""
     excluded: list[str] = field(default_factory=list)
     """Patients found on disk but left out on purpose (the `exclude` list)."""
 
@@ -252,7 +253,7 @@ def _finish(
     if problems:
         log.warning("%s cohort: skipped %d patient(s):\n  %s", name, len(bad), listing)
     kept = [cases[pid] for pid in sorted(cases) if pid not in reasons]
-    if not kept:
+    if not kept and on_missing != "report":
         raise CohortError(f"the {name} cohort has no usable case", path=root,
                           hint="check data.root and the layout of the cohort")
     return Cohort(name=name, root=root, cases=kept, skipped=problems, excluded=sorted(excluded))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from radiogenomics.data.augment import AugmentConfig, augmentation
 from radiogenomics.data.cache import PreprocessCache
 from radiogenomics.data.case import Case
-from radiogenomics.data.cohorts import load_cohort, require_label
+from radiogenomics.data.cohorts import COHORTS, load_cohort, require_label
 from radiogenomics.data.errors import CohortError
 from radiogenomics.data.splits import load_or_create_splits
 from radiogenomics.data.transforms import PreprocessConfig
@@ -147,6 +148,10 @@ class MRIDataModule(pl.LightningDataModule):
     def _cohort(self, split: str) -> list[Case]:
         # on_error=skip also skips (and reports) patients with missing folders or labels
         options = {"on_missing": self.on_error, **self.cohort_options}
+        loader = COHORTS.get(self.layout)
+        if loader is not None and "sequences" in inspect.signature(loader).parameters:
+            # only the series the model reads must exist (a T1wCE model needs no FLAIR folder)
+            options.setdefault("sequences", list(self.sequences))
         cohort = load_cohort(self.layout, self.root, split=split, **options)
         for patient, reason in cohort.skipped:
             self.skipped[patient] = reason
@@ -166,8 +171,9 @@ class MRIDataModule(pl.LightningDataModule):
 
             if not (self.root / "cohort.json").exists():
                 log.info("generating synthetic cohort in %s", self.root)
-            # returns at once when the cohort exists with these settings; raises if they differ
-            generate_cohort(self.root, **self.synthetic)
+            # returns at once when the cohort exists with these settings; a cohort generated
+            # with other settings is regenerated, any other content of the folder is an error
+            generate_cohort(self.root, **{"replace_stale": True, **self.synthetic})
         cases = require_label(self._cohort("train"), self.target, self.layout)
         if self._has_test_split():
             cases += self._cohort("test")

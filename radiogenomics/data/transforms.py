@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -14,6 +15,7 @@ from monai.data import MetaTensor
 from radiogenomics.data.errors import DataError, NiftiError
 from radiogenomics.data.labels import to_internal
 from radiogenomics.data.readers import is_nifti, load_volume
+from radiogenomics.data.resample import ResampleCropResized, SeparableResized
 
 SOURCE_KEY = "filename_or_obj"
 """MetaTensor meta key of the file or series an image was read from (MONAI's name)."""
@@ -110,28 +112,52 @@ class ToInternalLabelsd(mt.MapTransform):
         for key in self.key_iterator(d):
             mask = d[key]
             values = torch.round(mask.as_tensor() if isinstance(mask, MetaTensor) else mask)
-            converted = to_internal(values.to(torch.int64), d.get(self.scheme_key, "brats2021"))
-            d[key] = mask.clone().copy_(converted) if isinstance(mask, MetaTensor) else converted
+            scheme = d.get(self.scheme_key, "brats2021")
+            low, high = (float(v) for v in torch.aminmax(values)) if values.numel() else (0, 0)
+            if not (low >= 0 and high <= 255):
+                converted = to_internal(values.to(torch.int64), scheme)
+            else:
+                # byte codes: find those present by counting, not by sorting the volume
+                # (torch.unique), and let to_internal check and convert just them
+                codes = values.to(torch.uint8)
+                present = torch.nonzero(torch.bincount(codes.flatten(), minlength=256))[:, 0]
+                targets = to_internal(present, scheme)
+                converted = torch.zeros_like(values)
+                for code, target in zip(present.tolist(), targets.tolist()):
+                    if target:
+                        converted.masked_fill_(codes == code, target)
+            if isinstance(mask, MetaTensor):
+                d[key] = MetaTensor(converted.to(mask.dtype), meta=mask.meta,
+                                    applied_operations=mask.applied_operations)
+            else:
+                d[key] = converted.to(torch.int64)
         return d
 
 
-class CentralSlabd(mt.MapTransform):
-    """Keep ``depth`` contiguous axial slices centred on the slice of largest brain area."""
+class CentralSlabd(mt.Cropd):
+    """Keep ``depth`` contiguous axial slices centred on the slice of largest brain area.
+
+    The slab is cut with MONAI's `Crop`, which shifts each image's affine by the slab's
+    offset and records the crop, so that ``Invertd`` pads results (masks, maps) back onto
+    every slice of the input, each on its own slice.
+    """
 
     def __init__(self, keys: Sequence[str], reference_key: str, depth: int) -> None:
-        super().__init__(keys)
+        super().__init__(keys, cropper=mt.Crop())
         self.reference_key = reference_key
         self.depth = depth
 
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+    def __call__(self, data: Mapping[Hashable, Any], lazy: bool | None = None
+                 ) -> dict[Hashable, Any]:
         d = dict(data)
         reference = d[self.reference_key][0]
         area = (reference > 0).sum(dim=(0, 1))
         n_slices = reference.shape[-1]
         centre = int(torch.argmax(area)) if n_slices else 0
         start = min(max(centre - self.depth // 2, 0), max(n_slices - self.depth, 0))
+        slab = (slice(None), slice(None), slice(start, start + self.depth))
         for key in self.key_iterator(d):
-            d[key] = d[key][..., start : start + self.depth]
+            d[key] = self.cropper(d[key], slab, lazy=False)
         return d
 
 
@@ -152,10 +178,11 @@ class NormalizeNonzerod(mt.MapTransform):
             axes = tuple(range(1, plain.ndim))
             count = foreground.sum(axes, keepdim=True).clamp_min(1)
             mean = plain.sum(axes, keepdim=True) / count
-            centred = (plain - mean) * foreground
+            centred = (plain - mean).mul_(foreground)
             std = (centred.square().sum(axes, keepdim=True) / count).sqrt()
             std = torch.where(std > 0, std, torch.ones_like(std))
-            plain.copy_(torch.where(foreground, centred / std, plain))
+            # the background of `centred` is 0 already, as it is in `plain`
+            plain.copy_(centred.div_(std))
         return d
 
 
@@ -167,10 +194,12 @@ class CheckFinited(mt.MapTransform):
         for key in self.key_iterator(d):
             # plain tensor: MetaTensor's per-op bookkeeping is not needed for a check
             image = d[key].as_tensor() if isinstance(d[key], MetaTensor) else d[key]
-            if not torch.isfinite(image).all():
+            # one pass: min and max propagate NaN and are infinite if any voxel is
+            low, high = (float(v) for v in torch.aminmax(image))
+            if not (math.isfinite(low) and math.isfinite(high)):
                 raise DataError(f"{key} has non-finite voxels after preprocessing",
                                 patient=d.get("id"), hint="check the source series")
-            if float(image.max()) == float(image.min()):
+            if high == low:
                 raise DataError(f"{key} is blank (every voxel has the same value)",
                                 patient=d.get("id"), hint="exclude the patient or fix the series")
         return d
@@ -191,21 +220,21 @@ def preprocessing(config: PreprocessConfig) -> mt.Compose:
     ]
     if config.with_seg:
         steps.append(ToInternalLabelsd(["seg"]))
-    if config.spacing is not None:
-        steps.append(mt.Spacingd(keys=[reference], pixdim=config.spacing, mode="bilinear"))
-    others = [k for k in all_keys if k != reference]
-    if others:
-        steps.append(mt.ResampleToMatchd(keys=others, key_dst=reference, mode=modes[1:]))
-    if config.crop_foreground:
-        steps.append(mt.CropForegroundd(keys=all_keys, source_key=reference, margin=2,
-                                        allow_smaller=True))
+    # MONAI's Spacingd (reference), ResampleToMatchd (others), CropForegroundd(margin=2) and
+    # Resized in one separable pass per image, with MONAI's record of each step (see resample)
+    steps.append(ResampleCropResized(
+        all_keys, reference=reference, modes=modes, spacing=config.spacing,
+        margin=2 if config.crop_foreground else None,
+        spatial_size=config.spatial_size if config.slab is None else None))
     if config.slab is not None:
-        steps.append(CentralSlabd(all_keys, reference_key=reference, depth=config.slab))
+        steps += [
+            CentralSlabd(all_keys, reference_key=reference, depth=config.slab),
+            # MONAI's Resized, computed separably; torch's "nearest" resize shifts a mask by
+            # half a voxel against the bilinear image, hence "nearest-exact"
+            SeparableResized(all_keys, spatial_size=config.spatial_size,
+                             modes=[m.replace("nearest", "nearest-exact") for m in modes]),
+        ]
     steps += [
-        # torch's "nearest" resize shifts a mask by half a voxel against the bilinear image
-        mt.Resized(keys=all_keys, spatial_size=config.spatial_size,
-                   mode=[m.replace("nearest", "nearest-exact") for m in modes],
-                   anti_aliasing=False),
         NormalizeNonzerod(image_keys),
         mt.ConcatItemsd(keys=image_keys, name="image", dim=0),
     ]

@@ -1,7 +1,8 @@
 """The cohort to predict: every patient of a folder, whatever its layout, bad ones reported.
 
 A prediction must cover every patient, so patients that a layout rejects (a missing series
-folder, no label row) are kept in `Cohort.skipped` instead of stopping the run.
+folder, no label row) are kept in `Cohort.skipped` instead of stopping the run, even when
+that leaves no patient to predict.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from radiogenomics.data.cohorts import Cohort, load_cohort, normalise_id
 from radiogenomics.data.errors import CohortError
 
 LAYOUTS: tuple[str, ...] = (
-    "patient", "rsna", "synthetic", "brats2021", "brats2023", "brats_hgg_lgg",
+    "patient", "rsna", "png", "synthetic", "brats2021", "brats2023", "brats_hgg_lgg",
 )
 """Layouts predict.py reads (``data.layout``); ``patient`` is one patient's folder."""
 
@@ -47,16 +48,32 @@ def _is_patient_folders(path: Path) -> bool:
     return bool(patients) and any(sequence_folders(p) for p in patients[:5])
 
 
+def _holds_png(patients_dir: Path) -> bool:
+    """Whether the series folders of the first patients under `patients_dir` hold PNG slices."""
+    for patient in [p for p in _folders(patients_dir) if p.name.isdigit()][:5]:
+        for series in sequence_folders(patient).values():
+            if any(f.suffix.lower() == ".png" for f in series.iterdir()):
+                return True
+    return False
+
+
+def _patients_dir(root: Path, split: str) -> Path | None:
+    """The folder of ``<id>/<SEQ>/`` patient folders: ``root/split`` or `root` itself."""
+    for folder in (root / split, root):
+        if folder.is_dir() and _is_patient_folders(folder):
+            return folder
+    return None
+
+
 def detect_layout(root: Path, split: str = "test") -> str:
-    """The layout of the folder `root`, from its sub-folders' names."""
+    """The layout of the folder `root`, from its sub-folders' names and its series' files."""
     if sequence_folders(root):
         return "patient"
     if (root / "rsna").is_dir() or (root / "cohort.json").is_file():
         return "synthetic"
-    if (root / split).is_dir() and _is_patient_folders(root / split):
-        return "rsna"
-    if _is_patient_folders(root):
-        return "rsna"
+    patients_dir = _patients_dir(root, split)
+    if patients_dir is not None:
+        return "png" if _holds_png(patients_dir) else "rsna"
     names = [p.name for p in _folders(root)]
     for layout, pattern in _NAMED_FOLDERS.items():
         if any(pattern.fullmatch(name) for name in names):
@@ -65,8 +82,8 @@ def detect_layout(root: Path, split: str = "test") -> str:
         return "brats_hgg_lgg"
     raise CohortError(
         f"cannot tell the layout of this folder (it holds {names[:5]})", path=root,
-        hint="give an RSNA root (train/ test/), a folder of <id>/<SEQ>/ patient folders, one "
-             "patient folder, a BraTS folder, or set data.layout to one of "
+        hint="give an RSNA root (train/ test/), a folder of <id>/<SEQ>/ patient folders (DICOM "
+             "or PNG), one patient folder, a BraTS folder, or set data.layout to one of "
              + ", ".join(LAYOUTS))
 
 
@@ -83,6 +100,20 @@ def patient_cohort(folder: Path, sequences: Sequence[str]) -> Cohort:
     return Cohort("patient", folder, [case])
 
 
+def png_prediction_cohort(patients_dir: Path, sequences: Sequence[str]) -> Cohort:
+    """The patients of a folder of ``<id>/<SEQ>/Image-N.png`` series, labelled or not.
+
+    The PNG layout reads ``train_labels.csv`` beside the folder or in its parent, which may
+    list the patients of another part (e.g. ``train/`` beside the ``test/`` predicted):
+    only the patients on disk are the cohort's.
+    """
+    cohort = load_cohort("png", patients_dir, split="train", exclude=(), sequences=sequences,
+                         allow_unlabelled=True, on_missing="report")
+    on_disk = {normalise_id(p.name) for p in _folders(patients_dir)}
+    cohort.skipped = [(pid, why) for pid, why in cohort.skipped if pid in on_disk]
+    return cohort
+
+
 def prediction_cohort(
     root: str | Path,
     sequences: Sequence[str],
@@ -93,8 +124,10 @@ def prediction_cohort(
     """Every patient under `root` with the `sequences` a model needs; bad ones in ``skipped``.
 
     `layout` None detects it. An RSNA-style root reads its `split` folder (or `root` is
-    itself a folder of patient folders); BraTS layouts read the whole folder; no patient is
-    excluded on purpose (the RSNA flagged cases are predicted too).
+    itself a folder of patient folders), and so does a PNG one (``<id>/<SEQ>/Image-N.png``);
+    BraTS layouts read the whole folder; no patient is excluded on purpose (the RSNA flagged
+    cases are predicted too). A cohort whose every patient is unusable comes back empty,
+    with all of them in ``skipped``.
     """
     root = Path(root).expanduser()
     if not root.is_dir():
@@ -107,11 +140,13 @@ def prediction_cohort(
         if not (root / split).is_dir() and _is_patient_folders(root):
             root, split = root.parent, root.name
         return load_cohort("rsna", root, split=split, exclude=(), sequences=sequences,
-                           allow_unlabelled=True, on_missing="skip")
+                           allow_unlabelled=True, on_missing="report")
+    if layout == "png":
+        return png_prediction_cohort(_patients_dir(root, split) or root, sequences)
     if layout == "synthetic":
         return load_cohort("synthetic", root, split=split, image_format=image_format,
-                           on_missing="skip")
+                           on_missing="report")
     if layout in _SINGLE_SPLIT:
-        return load_cohort(layout, root, sequences=sequences, on_missing="skip")
+        return load_cohort(layout, root, sequences=sequences, on_missing="report")
     raise CohortError(f"predict.py cannot read layout {layout!r}",
                       hint=f"set data.layout to one of {', '.join(LAYOUTS)}")

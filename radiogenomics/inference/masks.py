@@ -1,10 +1,11 @@
 """One segmenter, one case: the predicted mask on the grid of the case's input images.
 
 The prediction is made on the preprocessed grid, then every spatial step of the
-preprocessing (orientation, resampling, foreground crop, resize) is inverted with MONAI's
+preprocessing (orientation, resampling, foreground crop, slab, resize) is inverted with MONAI's
 `Invertd`, so the mask has the shape and affine of the case's reference image (its first
 sequence as `radiogenomics.data.readers.load_volume` reads it: for DICOM, the RAS geometry
-of the conversion) and lies over the scan voxel for voxel. `CohortSegmenter`
+of the conversion) and lies over the scan voxel for voxel; voxel-wise uncertainty maps are
+written beside it on the same grid. `CohortSegmenter`
 (`radiogenomics.inference.segmentation`) is the cohort- and ensemble-level runner of predict.py.
 """
 
@@ -24,7 +25,8 @@ from radiogenomics.data.nifti import write_nifti
 from radiogenomics.data.readers import Volume
 from radiogenomics.data.transforms import PreprocessConfig
 from radiogenomics.evaluation.segmentation import region_volumes
-from radiogenomics.inference.preprocess import CasePreprocessor
+from radiogenomics.inference.preprocess import CasePreprocessor, PreparedCase
+from radiogenomics.interpret.uncertainty import VoxelUncertainty
 from radiogenomics.models.segmenter import SegmentationModule
 
 DEFAULT_SCHEME = "brats2021"
@@ -33,15 +35,38 @@ DEFAULT_SCHEME = "brats2021"
 VOLUMES_FILE = "region_volumes.csv"
 
 
-def _probabilities(module: SegmentationModule, image: torch.Tensor) -> np.ndarray:
+def probability_map(module: SegmentationModule, image: torch.Tensor) -> np.ndarray:
     """(K, X, Y, Z) probabilities of one preprocessed (C, X, Y, Z) image, in eval mode."""
     was_training = module.training
     module.eval()
     with torch.no_grad():
-        batch = image[None].to(module.device)
-        probabilities = module.probabilities(module.logits(batch))[0].float().cpu().numpy()
+        probabilities = batch_probabilities(module, image[None])[0].float().cpu().numpy()
     module.train(was_training)
     return probabilities
+
+
+def batch_probabilities(module: SegmentationModule, batch: torch.Tensor) -> torch.Tensor:
+    """(B, K, X, Y, Z) probabilities of (B, C, X, Y, Z) preprocessed images, as they are."""
+    batch = batch.as_subclass(torch.Tensor).to(module.device)
+    with torch.no_grad():
+        return module.probabilities(module.logits(batch))
+
+
+def mask_on_input_grid(module: SegmentationModule, preprocessor: CasePreprocessor,
+                       prepared: PreparedCase, probabilities: np.ndarray, case: Case,
+                       label_scheme: str | None = None) -> Volume:
+    """The mask of (K, X, Y, Z) `probabilities` of `prepared`, on its reference image's grid.
+
+    Probabilities are mapped back before `module` turns them into labels, so the mask is as
+    smooth as the input grid allows. Codes follow `label_scheme`, by default the case's own
+    scheme (that of its cohort's masks), else brats2021.
+    """
+    stacked, affine = preprocessor.to_input_geometry(prepared, probabilities)
+    internal = module.label_map(torch.from_numpy(stacked)[None])[0, 0].numpy().astype(np.uint8)
+    scheme = label_scheme or case.get("label_scheme") or DEFAULT_SCHEME
+    mask = from_internal(internal, scheme, patient=case["id"])
+    spacing = tuple(float(s) for s in np.linalg.norm(affine[:3, :3], axis=0))
+    return Volume(mask, affine, spacing, meta={"label_scheme": scheme})
 
 
 def predict_mask(module: SegmentationModule | Sequence[SegmentationModule], case: Case,
@@ -49,32 +74,39 @@ def predict_mask(module: SegmentationModule | Sequence[SegmentationModule], case
     """The predicted tumour mask of `case`, in the geometry of its reference image.
 
     `preprocess` is the preprocessing the module was trained with (the datamodule's
-    ``preprocess``). Codes follow `label_scheme`, by default the case's own scheme (that of
-    its cohort's masks), else brats2021. Probabilities are resampled back to the input grid
-    before thresholding, so the mask is as smooth as the input grid allows. A sequence of
+    ``preprocess``). Codes follow `label_scheme` (see `mask_on_input_grid`). A sequence of
     modules (e.g. the folds of a CV) is an ensemble: their probabilities are averaged.
     """
     modules = [module] if isinstance(module, SegmentationModule) else list(module)
     preprocessor = CasePreprocessor(dataclasses.replace(preprocess, with_seg=False))
-    if not preprocessor.invertible:
-        raise ValueError("a mask cannot be mapped back through data.slab: train the "
-                         "segmenter with data.slab=null")
     prepared = preprocessor(case)
-    probabilities = np.mean([_probabilities(m, prepared.image) for m in modules], axis=0)
-    channels = [preprocessor.to_input_geometry(prepared, channel) for channel in probabilities]
-    affine = channels[0][1]
-    stacked = torch.from_numpy(np.stack([array for array, _ in channels]))[None]
-    internal = modules[0].label_map(stacked)[0, 0].numpy().astype(np.uint8)
-    scheme = label_scheme or case.get("label_scheme") or DEFAULT_SCHEME
-    mask = from_internal(internal, scheme, patient=case["id"])
-    spacing = tuple(float(s) for s in np.linalg.norm(affine[:3, :3], axis=0))
-    return Volume(mask, affine, spacing, meta={"label_scheme": scheme})
+    probabilities = np.mean([probability_map(m, prepared.image) for m in modules], axis=0)
+    return mask_on_input_grid(modules[0], preprocessor, prepared, probabilities, case,
+                              label_scheme)
 
 
 def write_mask(mask: Volume, out_dir: str | Path, case_id: str) -> Path:
     """Write `mask` as ``<out_dir>/<case_id>_seg.nii.gz`` (uint8, its own affine)."""
     path = Path(out_dir) / f"{case_id}_seg.nii.gz"
     return write_nifti(np.asarray(mask.array, dtype=np.uint8), mask.affine, path)
+
+
+def write_uncertainty_maps(maps: VoxelUncertainty, affine: np.ndarray, out_dir: str | Path,
+                           case_id: str) -> list[Path]:
+    """Write maps already on the input grid beside the mask ``<case_id>_seg.nii.gz``.
+
+    ``<case_id>_prob_mean.nii.gz`` and ``<case_id>_prob_std.nii.gz`` hold one volume per
+    output channel (4D, channels last, as viewers expect), ``<case_id>_entropy.nii.gz``
+    the entropy in bits; all float32 with the mask's affine.
+    """
+    folder = Path(out_dir)
+    return [
+        write_nifti(np.moveaxis(maps.mean, 0, -1).astype(np.float32), affine,
+                    folder / f"{case_id}_prob_mean.nii.gz"),
+        write_nifti(np.moveaxis(maps.std, 0, -1).astype(np.float32), affine,
+                    folder / f"{case_id}_prob_std.nii.gz"),
+        write_nifti(maps.entropy.astype(np.float32), affine, folder / f"{case_id}_entropy.nii.gz"),
+    ]
 
 
 def segment_cases(module: SegmentationModule, cases: Iterable[Case], preprocess: PreprocessConfig,

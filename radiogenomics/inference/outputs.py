@@ -1,5 +1,5 @@
 """Files a prediction run writes: submission.csv, predictions.csv, errors.csv, uncertainty.csv,
-and for segmenters segmentations.csv."""
+and for segmenters segmentations.csv (and their own uncertainty.csv)."""
 
 from __future__ import annotations
 
@@ -71,6 +71,24 @@ def write_uncertainty(result: CohortPrediction, path: str | Path) -> Path:
             row["std" if single else f"std_{k}"] = float(std)
         row["entropy_bits"] = summary.entropy
         rows.append(row)
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return Path(path)
+
+
+def write_segmentation_uncertainty(result: CohortSegmentation, path: str | Path) -> Path:
+    """Per patient: method, samples, predicted tumour voxels, mean entropy (bits) and mean
+    standard deviation of each channel inside the predicted tumour, and the entropy map."""
+    rows = []
+    for patient in result.patients:
+        summary = patient.uncertainty
+        if summary is None:
+            continue
+        rows.append({ID_COLUMN: normalise_id(patient.id), "method": summary.method,
+                     "samples": summary.samples, "tumour_voxels": summary.tumour_voxels,
+                     "entropy_tumour_bits": summary.entropy_tumour,
+                     **{f"std_tumour_{name}": value
+                        for name, value in summary.std_tumour.items()},
+                     "entropy_map": str(summary.maps[-1])})
     pd.DataFrame(rows).to_csv(path, index=False)
     return Path(path)
 

@@ -64,25 +64,24 @@ class CasePreprocessor:
         tensor = image.as_tensor().to(getattr(torch, self.config.dtype)).float()
         return PreparedCase(case["id"], tensor, image.affine.double().numpy(), result)
 
-    @property
-    def invertible(self) -> bool:
-        """Whether results can be mapped back to the input grid (a slab crop is not recorded)."""
-        return self.config.slab is None
-
     def to_input_geometry(self, prepared: PreparedCase, volume: np.ndarray,
                           nearest: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """An (X, Y, Z) array on the preprocessed grid, resampled onto the reference series.
+        """An (X, Y, Z) or (K, X, Y, Z) array on the preprocessed grid, on the reference series.
 
-        Returns the array and its voxel -> RAS mm affine: the grid of the first sequence as
-        read from disk, so the result opens over the scan in any viewer.
+        Every spatial step of the preprocessing (orientation, resampling, foreground crop,
+        slab, resize) is inverted; voxels outside what the network saw (the cropped
+        background, the slices beyond a slab) are 0. Returns the array, with the shape of
+        the first sequence as read from disk (channels first for a (K, X, Y, Z) input), and
+        its voxel -> RAS mm affine, so the result opens over the scan in any viewer.
         """
-        if not self.invertible:
-            raise ValueError("preprocessing with a slab cannot be inverted")
+        array = np.asarray(volume, dtype=np.float32)
+        channels = array if array.ndim == 4 else array[None]
         reference = prepared.sample[self.reference]
-        values = MetaTensor(torch.as_tensor(np.asarray(volume, dtype=np.float32))[None],
+        values = MetaTensor(torch.from_numpy(np.ascontiguousarray(channels)),
                             meta=dict(reference.meta),
                             applied_operations=list(reference.applied_operations))
         invert = mt.Invertd(keys="result", transform=self.pipeline, orig_keys=self.reference,
                             nearest_interp=nearest)
         result = invert({**prepared.sample, "result": values})["result"]
-        return result[0].numpy(), result.affine.double().numpy()
+        inverted = result.as_tensor().numpy()
+        return (inverted if array.ndim == 4 else inverted[0]), result.affine.double().numpy()

@@ -41,14 +41,18 @@ class Explainer(Protocol):
 
 
 class UncertaintyEstimator(Protocol):
-    """TTA or MC dropout: (N, K) probability samples of a (C, X, Y, Z) image."""
+    """TTA or MC dropout: (N, K) probability samples of a (C, X, Y, Z) image, or (N, K, X, Y, Z)
+    probability maps on its grid (`voxel_samples`, for segmenters)."""
 
     name: str
 
-    def check(self, net: nn.Module) -> None: ...
+    def check(self, net: nn.Module, voxelwise: bool = False) -> None: ...
 
     def __call__(self, forward: Callable[[torch.Tensor], torch.Tensor], net: nn.Module,
                  image: torch.Tensor) -> torch.Tensor: ...
+
+    def voxel_samples(self, forward: Callable[[torch.Tensor], torch.Tensor], net: nn.Module,
+                      image: torch.Tensor) -> torch.Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -141,9 +145,6 @@ class CohortPredictor:
         self.preprocessor = CasePreprocessor(models[0].preprocess)
         self.n_outputs = _n_outputs(models[0])
         self.target = models[0].target
-        if explainer is not None and not self.preprocessor.invertible:
-            log.warning("the slab crop is not recorded: NIfTI maps lie on the network's grid, "
-                        "with an affine that ignores the slab's offset")
 
     def predict_case(self, case: Case) -> tuple[PatientPrediction, list[Path]]:
         """One patient's prediction and the map files written; DataError if unreadable."""
@@ -161,7 +162,7 @@ class CohortPredictor:
         return prediction, maps
 
     def _explain(self, prepared: PreparedCase, image: torch.Tensor) -> list[Path]:
-        """Mean map of the members, as a PNG overlay and (3D grid) a NIfTI file."""
+        """Mean map of the members: a PNG overlay, and a NIfTI file on the input's grid."""
         heatmap = np.mean([self.explainer(model.net, image, model.axis) for model in self.models],
                           axis=0)
         folder = self.out_dir / "maps"
@@ -169,10 +170,7 @@ class CohortPredictor:
         spacing = np.linalg.norm(prepared.affine[:3, :3], axis=0)
         written = [plot_overlay(prepared.image[0].numpy(), heatmap, folder / f"{stem}.png",
                                 f"{self.explainer.name} - patient {prepared.id}", spacing)]
-        if self.preprocessor.invertible:
-            array, affine = self.preprocessor.to_input_geometry(prepared, heatmap)
-        else:
-            array, affine = heatmap, prepared.affine
+        array, affine = self.preprocessor.to_input_geometry(prepared, heatmap)
         written.append(write_nifti(array.astype(np.float32), affine, folder / f"{stem}.nii.gz"))
         return written
 

@@ -1,14 +1,18 @@
 """Segment a cohort with one segmenter or a fold ensemble: masks, region volumes, Dice.
 
-Each mask comes from `radiogenomics.inference.masks.predict_mask` (members' probabilities
-averaged, mapped back to the grid of the model's first sequence as read from disk) and is
+Each mask comes from the members' probabilities averaged and mapped back to the grid of the
+model's first sequence as read from disk (`radiogenomics.inference.masks`), and is
 written as ``masks/<id>_seg.nii.gz`` with the codes of the case's label scheme (BraTS 2021
 for DICOM cohorts). Where the case has a mask, the prediction is scored against it on that
-same input grid, as BraTS evaluates at the original resolution (HD95 in mm).
+same input grid, as BraTS evaluates at the original resolution (HD95 in mm). With an
+`uncertainty` estimator (TTA or MC dropout), every member gives N probability maps whose
+voxel-wise mean, standard deviation and entropy are written beside the mask, on its grid,
+and summarised inside the predicted tumour.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,14 +25,39 @@ from monai.data import MetaTensor
 from radiogenomics.data.case import Case
 from radiogenomics.data.cohorts import Cohort
 from radiogenomics.data.errors import DataError, RadiogenomicsError
-from radiogenomics.data.labels import to_internal
+from radiogenomics.data.labels import INTERNAL_CLASSES, REGIONS, to_internal
 from radiogenomics.data.readers import Volume, load_volume
 from radiogenomics.evaluation.segmentation import region_volumes, segmentation_scores
-from radiogenomics.inference.masks import predict_mask, write_mask
+from radiogenomics.inference.masks import (
+    batch_probabilities,
+    mask_on_input_grid,
+    probability_map,
+    write_mask,
+    write_uncertainty_maps,
+)
 from radiogenomics.inference.models import TrainedModel
-from radiogenomics.inference.runner import Failure, failure_of
+from radiogenomics.inference.preprocess import CasePreprocessor, PreparedCase
+from radiogenomics.inference.runner import Failure, UncertaintyEstimator, failure_of
+from radiogenomics.interpret.uncertainty import VoxelStatistics
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class MaskUncertainty:
+    """Summary of a patient's voxel-wise uncertainty maps, inside its predicted tumour."""
+
+    method: str
+    samples: int
+    """Probability maps summarised: samples per member times members."""
+    tumour_voxels: int
+    """Voxels of the predicted mask (any label), on the input grid."""
+    entropy_tumour: float
+    """Mean entropy (bits) over the predicted tumour; NaN when no tumour is predicted."""
+    std_tumour: dict[str, float]
+    """Per output channel (ET, TC, WT or background, NCR, ED, ET): mean standard deviation
+    of its probability over the predicted tumour."""
+    maps: list[Path]
 
 
 @dataclass
@@ -41,6 +70,7 @@ class PatientSegmentation:
     scores: dict[str, float] = field(default_factory=dict)
     """Dice, IoU and HD95 (mm) against the case's own mask, on the input grid."""
     failed: bool = False
+    uncertainty: MaskUncertainty | None = None
 
 
 @dataclass
@@ -68,20 +98,24 @@ def truth_on_grid(case: Case, grid: Volume) -> np.ndarray:
 class CohortSegmenter:
     """Segment patients with `models` (an ensemble when more than one); see module docstring."""
 
-    def __init__(self, models: list[TrainedModel], out_dir: str | Path) -> None:
+    def __init__(self, models: list[TrainedModel], out_dir: str | Path, *,
+                 uncertainty: UncertaintyEstimator | None = None) -> None:
         if not models or not models[0].is_segmenter:
             raise RadiogenomicsError("CohortSegmenter needs segmentation models (target seg)")
-        if models[0].preprocess.slab is not None:
-            raise RadiogenomicsError(
-                f"{models[0].run_dir} was trained with data.slab={models[0].preprocess.slab}: "
-                "its masks cannot be mapped back to the scan -> train segmenters with "
-                "data.slab=null")
+        if uncertainty is not None:
+            for model in models:
+                uncertainty.check(model.net, voxelwise=True)
         self.models = models
         self.out_dir = Path(out_dir)
+        self.uncertainty = uncertainty
+        self.preprocessor = CasePreprocessor(models[0].preprocess)
 
     def segment_case(self, case: Case) -> PatientSegmentation:
-        """One patient's mask, volumes and scores; DataError if it cannot be read."""
-        mask = predict_mask([m.module for m in self.models], case, self.models[0].preprocess)
+        """One patient's mask, volumes, scores and uncertainty; DataError if unreadable."""
+        prepared = self.preprocessor(case)
+        modules = [m.module for m in self.models]
+        probabilities = np.mean([probability_map(m, prepared.image) for m in modules], axis=0)
+        mask = mask_on_input_grid(modules[0], self.preprocessor, prepared, probabilities, case)
         path = write_mask(mask, self.out_dir / "masks", case["id"])
         volumes = region_volumes(mask.array, mask.affine, mask.meta["label_scheme"])
         scores = {}
@@ -91,7 +125,38 @@ class CohortSegmenter:
             values = segmentation_scores(torch.from_numpy(predicted)[None, None],
                                          torch.from_numpy(truth)[None, None], mask.spacing)
             scores = {name: float(value[0]) for name, value in values.items()}
-        return PatientSegmentation(case["id"], path, volumes, scores)
+        patient = PatientSegmentation(case["id"], path, volumes, scores)
+        if self.uncertainty is not None:
+            patient.uncertainty = self._uncertainty(prepared, mask)
+        return patient
+
+    def _uncertainty(self, prepared: PreparedCase, mask: Volume) -> MaskUncertainty:
+        """Every member's probability maps, summarised and written on the mask's grid."""
+        statistics = VoxelStatistics()
+        for model in self.models:
+            module = model.module
+            image = prepared.image.to(module.device)
+            statistics.add(self.uncertainty.voxel_samples(
+                lambda batch, module=module: batch_probabilities(module, batch), model.net,
+                image))
+        exclusive = self.models[0].module.hparams.output == "labels"
+        maps = statistics.summary(self.uncertainty.name, exclusive)
+        channels = len(maps.mean)
+        stacked = np.concatenate([maps.mean, maps.std, maps.entropy[None]])
+        on_grid, affine = self.preprocessor.to_input_geometry(prepared, stacked)
+        maps = dataclasses.replace(maps, mean=on_grid[:channels],
+                                   std=on_grid[channels:2 * channels],
+                                   entropy=on_grid[2 * channels])
+        written = write_uncertainty_maps(maps, affine, self.out_dir / "masks", prepared.id)
+        tumour = np.asarray(mask.array) > 0
+        names = INTERNAL_CLASSES if exclusive else REGIONS
+        found = bool(tumour.any())
+        return MaskUncertainty(
+            maps.method, maps.samples, int(tumour.sum()),
+            float(maps.entropy[tumour].mean()) if found else float("nan"),
+            {name: float(std[tumour].mean()) if found else float("nan")
+             for name, std in zip(names, maps.std)},
+            written)
 
     def segment(self, cohort: Cohort) -> CohortSegmentation:
         """Every patient of `cohort`, including those it skipped, in id order."""

@@ -44,7 +44,7 @@ class MCDropoutUncertainty:
         self.samples = samples
         self.seed = seed
 
-    def check(self, net: nn.Module) -> None:
+    def check(self, net: nn.Module, voxelwise: bool = False) -> None:
         """Refuse a net without dropout: its T passes would all be the same."""
         if not dropout_layers(net):
             raise RadiogenomicsError(
@@ -59,3 +59,8 @@ class MCDropoutUncertainty:
         with dropout_active(net), torch.random.fork_rng(devices=devices), torch.no_grad():
             torch.manual_seed(self.seed)
             return torch.cat([forward(image[None]) for _ in range(self.samples)])
+
+    def voxel_samples(self, forward: Forward, net: nn.Module, image: torch.Tensor
+                      ) -> torch.Tensor:
+        """(samples, K, X, Y, Z) probability maps of the (C, X, Y, Z) `image` (a segmenter)."""
+        return self(forward, net, image)

@@ -36,6 +36,26 @@ def test_prepared_case_is_read_back_from_the_cache(tmp_path: Path, cases) -> Non
     assert np.isfinite(arrays["image"]).all() and arrays["image"].std() > 0.1
 
 
+def test_training_draws_do_not_fingerprint_the_sources_again(
+    tmp_path: Path, cases, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An epoch re-reads each case many times: the source files are stat'ed only once."""
+    from radiogenomics.data import cache as cache_module
+
+    cache = PreprocessCache(tmp_path, CONFIG)
+    cache.prepare(cases, progress=False)
+    first = cache.load(cases[0])["image"]
+    calls = []
+    real = cache_module.fingerprint
+    monkeypatch.setattr(cache_module, "fingerprint", lambda path: calls.append(path) or real(path))
+    for _ in range(3):
+        assert np.array_equal(cache.load(cases[0])["image"], first)
+    assert calls == []
+    cache.prepare(cases, progress=False)  # a new preparation looks the sources up again
+    cache.load(cases[0])
+    assert calls
+
+
 def test_changed_transform_config_misses_the_cache(tmp_path: Path, cases) -> None:
     PreprocessCache(tmp_path, CONFIG).prepare(cases, progress=False)
     other = PreprocessConfig(sequences=("T1wCE", "FLAIR"), spacing=(6.0, 6.0, 6.0),

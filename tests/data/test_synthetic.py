@@ -264,6 +264,20 @@ def test_existing_cohort_is_reused_and_other_content_protected(root: Path, tmp_p
         generate_cohort(other, patients=1, size=24, format="nifti", workers=1)
     generate_cohort(other, patients=1, size=24, format="nifti", workers=1, overwrite=True)
     assert sorted(p.name for p in other.iterdir()) == ["brats", "cohort.json"]
+    with pytest.raises(CohortError, match="overwrite"):  # not ours: never replaced
+        (other / "cohort.json").unlink()
+        generate_cohort(other, patients=1, size=24, format="nifti", workers=1,
+                        replace_stale=True)
+
+
+def test_stale_generated_cohort_is_regenerated_when_asked(tmp_path: Path) -> None:
+    """A training run regenerates its cohort after the generator's settings changed."""
+    out = tmp_path / "cohort"
+    generate_cohort(out, patients=1, size=24, format="nifti", workers=1, mgmt_signal=1.0)
+    generate_cohort(out, patients=1, size=24, format="nifti", workers=1, mgmt_signal=2.0,
+                    replace_stale=True)
+    assert manifest(out)["settings"]["mgmt_signal"] == 2.0
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
 def test_killed_run_leaves_no_cohort(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import multiprocessing
 import os
 import shutil
@@ -24,6 +25,8 @@ FORMATS: dict[str, tuple[str, ...]] = {
     "both": ("rsna", "brats"),
 }
 MANIFEST = "cohort.json"
+
+log = logging.getLogger(__name__)
 
 
 def patient_ids(settings: Settings, count: int) -> list[str]:
@@ -99,6 +102,15 @@ def _manifest_matches(out: Path, expected: dict[str, Any]) -> bool:
     return all(found.get(key) == value for key, value in expected.items())
 
 
+def _generated_here(out: Path) -> bool:
+    """True when `out` holds a cohort written by this generator (any version or settings)."""
+    try:
+        found = json.loads((out / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(found, dict) and found.get("generator") == "radiogenomics.data.synthetic"
+
+
 def _claim(out: Path, expected: dict[str, Any], overwrite: bool) -> bool:
     """True when `out` already holds this cohort; raise if it holds anything we may not replace."""
     if not out.exists():
@@ -143,12 +155,15 @@ def generate_cohort(
     mgmt_label_noise: float | None = None,
     workers: int | None = None,
     overwrite: bool = False,
+    replace_stale: bool = False,
 ) -> Path:
     """Write a synthetic cohort (RSNA DICOM and/or BraTS NIfTI) to `out` and return `out`.
 
     Same arguments give the same bytes. An existing cohort with the same settings is kept
     as is; a run that is killed leaves only a hidden ``.<name>.partial-*`` folder behind.
     `mgmt_signal` / `mgmt_label_noise` override the preset's (see ``settings.PRESETS``).
+    `replace_stale` regenerates a cohort that this generator wrote with other settings or an
+    older version (what a training run wants); without it such a folder is an error.
     """
     if format not in FORMATS:
         raise ValueError(f"format must be one of {sorted(FORMATS)}, got {format!r}")
@@ -174,6 +189,10 @@ def generate_cohort(
         "nifti_voxel_mm": settings.voxel_mm,
     }
     out = Path(out)
+    if replace_stale and not overwrite and _generated_here(out):
+        overwrite = not _manifest_matches(out, expected)
+        if overwrite:
+            log.warning("%s holds a synthetic cohort with other settings: regenerating it", out)
     if _claim(out, expected, overwrite):
         return out
 

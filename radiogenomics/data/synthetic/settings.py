@@ -11,8 +11,9 @@ GENERATOR_VERSION = "1.0"
 """Bump when the same settings would produce different bytes."""
 
 PRESETS: dict[str, dict[str, float]] = {
-    # Strong MGMT correlate: a small 3D CNN learns it in minutes on CPU.
-    "default": {"mgmt_signal": 1.0, "mgmt_label_noise": 0.05, "max_oblique_deg": 0.0},
+    # Strong MGMT correlate: a small 3D CNN learns it in minutes on CPU (validation AUC ~0.9
+    # at 32^3 after a few epochs; at 1.0 it overfits 120 patients before it generalises).
+    "default": {"mgmt_signal": 2.0, "mgmt_label_noise": 0.05, "max_oblique_deg": 0.0},
     # As hard as the real RSNA task: an ideal observer reaches an AUC of about 0.6.
     "realistic": {"mgmt_signal": 0.15, "mgmt_label_noise": 0.2, "max_oblique_deg": 8.0},
 }
@@ -40,7 +41,7 @@ class Settings:
 
     seed: int = 0
     size: int = 96
-    mgmt_signal: float = 1.0
+    mgmt_signal: float = 2.0
     mgmt_label_noise: float = 0.05
     max_oblique_deg: float = 0.0
     hgg_fraction: float = 0.7

@@ -1,0 +1,145 @@
+"""What predict.py does, from its config: models, cohort, predictions, files, report.
+
+`predict_cohort` loads the model(s) that ``ckpt_path`` names with their training config,
+reads the cohort, and hands classifiers to `classify` (submission.csv, predictions.csv,
+maps, uncertainty.csv, report) and segmenters to `segment` (masks, segmentations.csv,
+voxel-wise uncertainty maps and uncertainty.csv, Dice report); both write errors.csv.
+Every patient of the cohort has a row, even when none could be read: the caller exits with
+`EXIT_PATIENTS_FAILED` when any failed.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from radiogenomics import config as rc
+from radiogenomics.data.cohorts import Cohort
+from radiogenomics.data.errors import RadiogenomicsError
+from radiogenomics.evaluation.report import (
+    EvaluationReport,
+    log_report,
+    write_classification_report,
+    write_segmentation_report,
+)
+from radiogenomics.inference import outputs
+from radiogenomics.inference.cohort import prediction_cohort
+from radiogenomics.inference.models import TrainedModel, load_models
+from radiogenomics.inference.runner import (
+    CohortPrediction,
+    CohortPredictor,
+    Failure,
+    labelled,
+    resolve_device,
+)
+from radiogenomics.inference.segmentation import CohortSegmentation, CohortSegmenter
+
+log = logging.getLogger(__name__)
+
+EXIT_PATIENTS_FAILED = 3
+"""Exit code of predict.py when a patient could not be predicted (it has a fallback row)."""
+
+Result = CohortPrediction | CohortSegmentation
+
+
+def _tool(cfg: DictConfig, group: str) -> Any:
+    """The interpret= or uncertainty= object of the config, None when off.
+
+    A refusal of the tool itself (e.g. TTA with no random transform) is raised as it is,
+    not inside Hydra's instantiation error.
+    """
+    if not cfg.get(group):
+        return None
+    try:
+        return rc.instantiate(cfg[group])
+    except Exception as err:  # Hydra wraps what the constructor raises
+        if isinstance(err.__cause__, RadiogenomicsError):
+            raise err.__cause__ from err
+        raise
+
+
+def classify(cfg: DictConfig, models: list[TrainedModel], cohort: Cohort, out_dir: Path,
+             device: torch.device) -> tuple[CohortPrediction, EvaluationReport | None]:
+    """Probabilities (+ maps, uncertainty) of every patient, the submission and the report."""
+    explainer = _tool(cfg, "interpret")
+    uncertainty = _tool(cfg, "uncertainty")
+    predictor = CohortPredictor(models, out_dir, fallback=cfg.fallback, explainer=explainer,
+                                uncertainty=uncertainty, device=device)
+    result = predictor.predict(cohort)
+    outputs.write_submission(result, out_dir / "submission.csv")
+    outputs.write_predictions(result, out_dir / "predictions.csv")
+    if uncertainty is not None:
+        outputs.write_uncertainty(result, out_dir / "uncertainty.csv")
+    if result.maps:
+        log.info("%d map files in %s", len(result.maps), out_dir / "maps")
+    ids, y, probabilities = labelled(result)
+    if not (cfg.report and ids):
+        return result, None
+    return result, write_classification_report(
+        out_dir, y, probabilities, result.target, title=f"{result.target} predictions",
+        notes=_notes(cohort, models, len(ids), result.failures),
+        n_bootstrap=cfg.bootstrap, seed=cfg.seed)
+
+
+def segment(cfg: DictConfig, models: list[TrainedModel], cohort: Cohort,
+            out_dir: Path) -> tuple[CohortSegmentation, EvaluationReport | None]:
+    """Masks, region volumes (+ uncertainty maps) of every patient; Dice and HD95 where the
+    cohort has masks."""
+    if cfg.get("interpret"):
+        raise RadiogenomicsError("interpret= explains classifiers -> predict a segmenter with "
+                                 "interpret=none (uncertainty=tta or mc_dropout gives maps)")
+    uncertainty = _tool(cfg, "uncertainty")
+    result = CohortSegmenter(models, out_dir, uncertainty=uncertainty).segment(cohort)
+    outputs.write_segmentations(result, out_dir / "segmentations.csv")
+    if uncertainty is not None:
+        outputs.write_segmentation_uncertainty(result, out_dir / "uncertainty.csv")
+    scores = {p.id: p.scores for p in result.patients if p.scores}
+    if not (cfg.report and scores):
+        return result, None
+    return result, write_segmentation_report(
+        out_dir, scores, title="Segmentation", notes=_notes(cohort, models, len(scores),
+                                                            result.failures))
+
+
+def _notes(cohort: Cohort, models: list[TrainedModel], evaluated: int,
+           failures: list[Failure]) -> list[str]:
+    notes = [f"cohort: {cohort.root}", "models: " + ", ".join(str(m.checkpoint) for m in models),
+             f"evaluated: {evaluated} patients with labels"]
+    if failures:
+        notes.append(f"left out: {len({f.patient for f in failures})} patient(s) that could "
+                     "not be read (errors.csv)")
+    return notes
+
+
+def predict_cohort(cfg: DictConfig) -> tuple[Result, EvaluationReport | None]:
+    """Predict the cohort of a predict.py config (conf/predict.yaml) into ``cfg.output_dir``."""
+    out_dir = Path(cfg.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    models = load_models(cfg.ckpt_path, cfg.checkpoint, device)
+    trained_data = models[0].config.data
+    formats = trained_data.get("cohort_options") or {}
+    cohort = prediction_cohort(
+        cfg.data.root or trained_data.root,
+        models[0].preprocess.sequences,
+        layout=cfg.data.layout or (None if cfg.data.root else trained_data.layout),
+        split=cfg.data.split,
+        image_format=cfg.data.image_format or formats.get("image_format", "dicom"),
+    )
+    if not cohort.cases:
+        log.error("none of the %d patient(s) of %s can be read: each gets the fallback row",
+                  len(cohort.skipped), cohort.root)
+    if models[0].is_segmenter:
+        result, report = segment(cfg, models, cohort, out_dir)
+    else:
+        result, report = classify(cfg, models, cohort, out_dir, device)
+    outputs.write_errors(result, out_dir / "errors.csv")
+    log.info(outputs.summary_line(result))
+    if report is not None:
+        log.info("report: %s", report.markdown)
+        log_report(report, rc.instantiate_group(cfg.get("logger"), "logger"))
+    return result, report

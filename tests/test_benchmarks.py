@@ -1,0 +1,116 @@
+"""The benchmark suite: `python -m benchmarks` prints one table and writes its JSON record.
+
+Tiny data only; nothing here depends on how fast this machine is (no figure is compared
+with a target, only its presence and its sign).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from benchmarks.models import MODELS, input_shape, measure_model
+from benchmarks.suite import Sizes, run_suite, table
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = Sizes(read_slices=6, read_size=32, read_repeats=1, cohort_patients=2, cohort_size=32,
+             load_seconds=0.0, raw_cases=1, model_steps=1, generate_workers=1)
+
+RECORD_KEYS = {"started", "machine", "sizes", "sections", "rows", "errors", "elapsed_s"}
+MACHINE_KEYS = {"cpu_count", "torch", "device", "git_commit", "load_average_at_start"}
+ROW_KEYS = {"section", "measure", "ours", "baselines", "target", "passed"}
+
+
+def test_command_prints_one_table_and_writes_the_json(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--only", "reading", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    header = next(line for line in done.stdout.splitlines() if line.startswith("| measure"))
+    assert "baselines, same run and data" in header and "target" in header
+    assert "naive pydicom" in done.stdout and "MONAI PydicomReader" in done.stdout
+
+    record = json.loads(out.read_text())
+    assert RECORD_KEYS | {"quick"} <= set(record) and record["quick"] is True
+    assert set(record["machine"]) >= MACHINE_KEYS
+    assert list(record["sections"]) == ["reading"] and not record["errors"]
+    readers = {r["reader"]: r for r in record["sections"]["reading"]["readers"]}
+    assert {"ours", "naive pydicom", "MONAI PydicomReader", "SimpleITK"} <= set(readers)
+    for name in ("ours", "naive pydicom", "MONAI PydicomReader"):
+        assert readers[name]["slices_per_s"] > 0
+    assert readers["MONAI PydicomReader"]["geometry_matches"] == "yes"
+    first = record["rows"][0]
+    assert set(first) == ROW_KEYS and first["section"] == "reading"
+    assert "MONAI" in first["target"] and first["passed"] in (True, False)
+
+
+def test_unknown_section_is_refused_with_the_choices() -> None:
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--only", "reading,speed"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "speed" in done.stderr and "prepare" in done.stderr
+
+
+def test_preparation_and_loading_share_a_cohort_and_report_their_baselines(tmp_path: Path) -> None:
+    record = run_suite(["prepare", "loading"], TINY, workdir=tmp_path,
+                       log=lambda line: None)
+    assert not record["errors"], record["errors"]
+    assert set(record) >= RECORD_KEYS
+    assert [p.name for p in tmp_path.glob("cohort-*")] == ["cohort-2p-32"]
+
+    prepared = record["sections"]["prepare"]
+    assert set(prepared["prepare_patients_per_s"]) == {"1", str(prepared["workers"])}
+    assert prepared["projected_rsna_minutes"] > 0 and prepared["patients"] == 2
+    loaded = record["sections"]["loading"]
+    for key in ("cache_volumes_per_s", "persistent_dataset_volumes_per_s", "raw_volumes_per_s"):
+        assert loaded[key] > 0
+    assert loaded["volume_shape"] == [4, 64, 64, 64]
+
+    rows = record["rows"]
+    assert [r["section"] for r in rows] == ["prepare", "prepare", "loading"]
+    assert "1 worker" in rows[0]["baselines"] and rows[0]["target"].startswith(">= 1.7x")
+    assert "PersistentDataset" in rows[2]["baselines"] and "DICOM files" in rows[2]["baselines"]
+
+    text = table(record)
+    assert len(text.splitlines()) == 4 + len(rows)  # machine line, blank, titles, rule, rows
+    for row in rows:
+        assert row["measure"] in text
+
+
+def test_a_failing_section_is_recorded_and_the_others_still_run(tmp_path: Path,
+                                                                 monkeypatch) -> None:
+    from benchmarks import suite
+
+    def broken(ws: suite.Workspace) -> None:
+        raise RuntimeError("no such reader")
+
+    monkeypatch.setitem(suite.SECTIONS, "reading", broken)
+    record = run_suite(["reading", "models"], TINY, workdir=tmp_path, models_only=[],
+                       log=lambda line: None)
+    assert "no such reader" in record["errors"]["reading"]
+    assert "FAILED" in record["rows"][0]["ours"] and "models" in record["sections"]
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_composes_to_its_default_input(model: str) -> None:
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        cfg = compose(config_name="train", overrides=[f"model={model}"])
+    shape = input_shape(cfg.data)
+    assert shape[0] == cfg.data.batch_size and len(shape) in (4, 5)
+    assert shape[1] == (1 if model == "series_resnet" else len(cfg.data.sequences))
+
+
+def test_a_training_step_is_measured_at_the_configured_input() -> None:
+    result = measure_model("cnn3d", steps=1, overrides=["data.batch_size=1"], device="cpu")
+    assert result["input"] == [1, 2, 32, 32, 32]
+    assert result["samples_per_s"] > 0 and result["peak_rss_mb"] > 0
+    assert result["parameters"] > 1_000_000
