@@ -59,25 +59,60 @@ def time_prepare(cases: list[dict], cache_dir: Path, config: PreprocessConfig,
     return elapsed
 
 
+def _cpu_job(_: int) -> float:
+    """Pure CPU work with no I/O and no shared state (numpy and plain Python)."""
+    array = np.random.default_rng(0).random(1_000_000, dtype=np.float32)
+    total = 0.0
+    for _ in range(40):
+        array = np.sqrt(array * 1.0001 + 0.1)
+        total += float(array[::1000].sum())
+    return total + sum(range(1_500_000))
+
+
+def parallel_ceiling(workers: int, jobs: int = 8) -> float:
+    """Speed-up of `workers` forked processes over one on a perfectly parallel CPU job: what
+    this machine's cores allow at best (shared or hyper-threaded virtual cores give < N)."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    start = time.perf_counter()
+    for job in range(jobs):
+        _cpu_job(job)
+    one = time.perf_counter() - start
+    start = time.perf_counter()
+    with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
+        list(pool.map(_cpu_job, range(jobs)))
+    return one / (time.perf_counter() - start)
+
+
 def preparation(cases: list[dict], work: Path, config: PreprocessConfig = CONFIG,
                 workers: int | None = None) -> dict[str, Any]:
-    """Patients/s preparing the cache with 1 worker (in this process, as ``prepare(workers=1)``
-    runs) and with `workers` processes (default: every core), and the time projected for the
-    RSNA cohort. The cache of the many-worker run stays at ``result["cache_dir"]``."""
+    """Patients/s preparing the cache with 1 worker (one process with one torch thread, as each
+    of the parallel workers runs), in this process with torch's own thread count (what
+    ``prepare(workers=1)`` does), and with `workers` processes (default: every core), and the
+    time projected for the RSNA cohort. The many-worker cache stays at ``result["cache_dir"]``."""
     workers = workers or os.cpu_count() or 1
     # warm-up, not timed: lazy imports and the pipeline's first call, which would otherwise
     # fall on the first timed run (forked workers inherit what this process has imported)
     PreprocessCache(work / "cache-warm-up", config).compute(cases[0])
-    one = time_prepare(cases, work / "cache-1", config, workers=1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = time_prepare(cases, work / "cache-1", config, workers=1)
+    finally:
+        torch.set_num_threads(threads)
+    in_process = time_prepare(cases, work / "cache-1", config, workers=1)
     many = time_prepare(cases, work / "cache-n", config, workers=workers)
     pixels = float(np.mean([pixels_read(c) for c in cases[:3]]))
     rate_one, rate_many = len(cases) / one, len(cases) / many
     scale = RSNA_PIXELS_PER_PATIENT / pixels
     return {
         "patients": len(cases), "pixels_per_patient": pixels, "workers": workers,
-        "torch_threads_1_worker": torch.get_num_threads(),
-        "prepare_patients_per_s": {"1": rate_one, str(workers): rate_many},
+        "torch_threads_in_process": threads,
+        "prepare_patients_per_s": {"1": rate_one, str(workers): rate_many,
+                                   "in_process": len(cases) / in_process},
         "speedup": rate_many / rate_one,
+        "parallel_ceiling": parallel_ceiling(workers) if workers > 1 else 1.0,
         "projected_rsna_minutes": RSNA_PATIENTS * scale / rate_many / 60,
         "projected_rsna_minutes_1_worker": RSNA_PATIENTS * scale / rate_one / 60,
         "cache_dir": str(work / "cache-n"),
@@ -162,7 +197,9 @@ def main() -> None:
     cached, raw = loaded["cache_volumes_per_s"], loaded["raw_volumes_per_s"]
     monai = loaded["persistent_dataset_volumes_per_s"]
     rows = [
-        ("prepare, 1 worker", f"{rates['1']:.2f} patients/s", "baseline"),
+        ("prepare, 1 worker (1 thread)", f"{rates['1']:.2f} patients/s", "baseline"),
+        ("prepare, in process", f"{rates['in_process']:.2f} patients/s",
+         f"torch's {prepared['torch_threads_in_process']} threads"),
         (f"prepare, {cores} workers", f"{rates[str(cores)]:.2f} patients/s",
          f"{prepared['speedup']:.2f}x 1 worker"),
         ("projected RSNA (585 x 4 x 110 x 512²)", f"{prepared['projected_rsna_minutes']:.0f} min",

@@ -38,7 +38,7 @@ class Sizes:
     read_slices: int = 150
     read_size: int = 256
     read_repeats: int = 5
-    cohort_patients: int = 12
+    cohort_patients: int = 24
     """patients of the DICOM cohort (4 series each) that prepare, loading and predict use"""
     cohort_size: int = 96
     """grid of the synthetic cohort (96: DICOM series of ~40-50 slices of 112x112)"""
@@ -160,7 +160,10 @@ def prepare(ws: Workspace) -> tuple[dict[str, Any], list[Row]]:
     rows = [
         Row("prepare", f"cohort preparation, DICOM to cache, {len(cases)} patients x "
             f"{result['cohort']}", f"{many:.2f} patients/s, {workers} workers",
-            f"1 worker {one:.2f} ({many / one:.2f}x)",
+            f"1 worker (1 thread) {one:.2f} ({many / one:.2f}x); in one process with "
+            f"{result['torch_threads_in_process']} torch threads {rates['in_process']:.2f} "
+            f"({many / rates['in_process']:.2f}x); this machine's ceiling on a perfectly "
+            f"parallel CPU job {result['parallel_ceiling']:.2f}x",
             f">= {PREPARE_TARGET_SPEEDUP}x 1 worker",
             bool(many >= PREPARE_TARGET_SPEEDUP * one) if workers >= 2 else None),
         Row("prepare", "projected: RSNA 585 patients x 4 x 110 slices 512x512 (by pixels read)",

@@ -71,7 +71,10 @@ def run_model(model: str, overrides: list[str], epochs: int, minutes: int,
     monitor = "val/acc" if model == "series_resnet" else "val/auc"
     command = [sys.executable, "train.py", f"model={model}", "trainer=cpu",
                f"+trainer.max_time='00:00:{minutes:02d}:00'", f"trainer.max_epochs={epochs}",
-               "logger=csv", "~callbacks.progress_bar", f"hydra.run.dir={run_dir}", *overrides]
+               "logger=csv", "~callbacks.progress_bar", f"hydra.run.dir={run_dir}",
+               # the slice configs test on validation patients by default (real cohorts have no
+               # labelled test part): here every model is tested on the held-out test patients
+               "data.test_split=test", *overrides]
     start, cpu = time.perf_counter(), children_cpu_s()
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     wall, cpu = time.perf_counter() - start, children_cpu_s() - cpu

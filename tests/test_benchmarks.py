@@ -68,7 +68,7 @@ def test_preparation_and_loading_share_a_cohort_and_report_their_baselines(tmp_p
     assert [p.name for p in tmp_path.glob("cohort-*")] == ["cohort-2p-32"]
 
     prepared = record["sections"]["prepare"]
-    assert set(prepared["prepare_patients_per_s"]) == {"1", str(prepared["workers"])}
+    assert set(prepared["prepare_patients_per_s"]) == {"1", "in_process", str(prepared["workers"])}
     assert prepared["projected_rsna_minutes"] > 0 and prepared["patients"] == 2
     loaded = record["sections"]["loading"]
     for key in ("cache_volumes_per_s", "persistent_dataset_volumes_per_s", "raw_volumes_per_s"):

@@ -381,7 +381,9 @@ def test_a_2d_classifier_aggregates_the_slices_it_was_trained_on() -> None:
     volume[..., 2], volume[..., 3] = 1.0, -3.0  # the 2 central slices of 6
     with torch.no_grad():
         per_slice = torch.sigmoid(net(to_slices(volume[0], axis=2)[[2, 3]]))[:, 0]
-    for how, expected in (("mean", per_slice.mean()), ("vote", (per_slice >= 0.5).float().mean())):
+    share = (per_slice >= 0.5).float().mean()
+    for how, expected in (("mean", per_slice.mean()),
+                          ("vote", (1 - 1e-4) * share + 1e-4 * per_slice.mean())):
         model = TrainedModel("2d", Path("run"), Path("run.ckpt"), OmegaConf.create(), module,
                              PreprocessConfig(sequences=("FLAIR",)), "mgmt",
                              SliceSampling("axial", 2, "central", how))

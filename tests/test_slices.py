@@ -136,10 +136,21 @@ def test_patient_score_is_the_mean_or_the_vote_of_its_slices():
     mean = aggregate_by_patient(ids, probabilities, "mean")
     vote = aggregate_by_patient(ids, probabilities, "vote")
     assert mean["a"].item() == pytest.approx(0.6) and mean["b"].item() == pytest.approx(0.3)
-    assert vote["a"].item() == pytest.approx(2 / 3) and vote["b"].item() == 0.0
+    assert vote["a"].item() == pytest.approx(2 / 3, abs=1e-3)
+    assert vote["b"].item() == pytest.approx(0.0, abs=1e-3)
     classes = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.5, 0.4], [0.1, 0.6, 0.3]])
     assert torch.allclose(aggregate_by_patient(["c"] * 3, classes, "vote")["c"],
-                          torch.tensor([1 / 3, 2 / 3, 0.0]))
+                          torch.tensor([1 / 3, 2 / 3, 0.0]), atol=1e-3)
+
+
+def test_equal_votes_are_ranked_by_mean_probability():
+    """A biased model voting every slice positive still ranks its patients (AUC is not 0.5)."""
+    ids = ["a", "a", "b", "b", "c", "c"]
+    probabilities = torch.tensor([0.9, 0.8, 0.6, 0.7, 0.55, 0.52])
+    vote = aggregate_by_patient(ids, probabilities, "vote")
+    assert vote["a"] > vote["b"] > vote["c"] >= 0.5
+    tie = aggregate_by_patient(["d", "d"], torch.tensor([0.9, 0.2]), "vote")["d"]
+    assert tie > 0.5  # a tied vote goes the way of the mean probability (0.55)
 
 
 def test_patient_aggregation_metric_gives_one_row_per_patient():

@@ -11,6 +11,9 @@ from torchmetrics.utilities import dim_zero_cat
 
 AGGREGATIONS: tuple[str, ...] = ("mean", "vote")
 
+VOTE_TIE_BREAK = 1e-4
+"""Weight of the mean probability in a vote score: it only orders patients of equal votes."""
+
 
 def patient_code(patient: str) -> int:
     """A stable 63-bit integer for a patient id, so that ids can travel in tensors (DDP)."""
@@ -24,17 +27,28 @@ def aggregate(codes: torch.Tensor, probabilities: torch.Tensor, how: str = "mean
     ``probabilities`` holds the positive-class probability of each slice ``(N,)`` or the
     class probabilities ``(N, K)``. ``mean`` averages them; ``vote`` gives the share of the
     patient's slices that predict each class (binary: the share predicted positive), so
-    the patient's class is the majority vote and the share still ranks patients for AUC.
+    the patient's class is the majority vote and the share ranks patients for AUC. Patients
+    with the same share (e.g. every slice voting the majority class) are ranked by their
+    mean probability, which moves the score by at most ``VOTE_TIE_BREAK``: a vote that is
+    not a tie keeps its side of 0.5, and a tie goes the way of the mean probability.
     """
     if how not in AGGREGATIONS:
         raise ValueError(f"aggregate must be one of {AGGREGATIONS}, not {how!r}")
     if how == "vote":
+        patients, mean = _mean_by_patient(codes, probabilities)
         if probabilities.ndim == 1:
-            probabilities = (probabilities >= 0.5).to(probabilities.dtype)
+            votes = (probabilities >= 0.5).to(probabilities.dtype)
         else:
             classes = probabilities.argmax(dim=-1)
-            probabilities = torch.nn.functional.one_hot(classes, probabilities.shape[-1])
-            probabilities = probabilities.to(torch.float32)
+            votes = torch.nn.functional.one_hot(classes, probabilities.shape[-1])
+            votes = votes.to(probabilities.dtype)
+        _, share = _mean_by_patient(codes, votes)
+        return patients, (1 - VOTE_TIE_BREAK) * share + VOTE_TIE_BREAK * mean
+    return _mean_by_patient(codes, probabilities)
+
+
+def _mean_by_patient(codes: torch.Tensor, probabilities: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
     patients, inverse = torch.unique(codes, return_inverse=True)
     counts = torch.zeros(len(patients), dtype=probabilities.dtype, device=probabilities.device)
     counts.index_add_(0, inverse, torch.ones_like(inverse, dtype=probabilities.dtype))

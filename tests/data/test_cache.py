@@ -90,7 +90,8 @@ def test_worker_count_does_not_change_the_result(tmp_path: Path, cases) -> None:
 
 def test_a_broken_patient_is_reported_not_dropped(tmp_path: Path, tiny_cohort: Path) -> None:
     cohort = tmp_path / "cohort"
-    shutil.copytree(tiny_cohort, cohort)
+    # without the splits files other tests may have written beside the shared cohort
+    shutil.copytree(tiny_cohort, cohort, ignore=shutil.ignore_patterns("splits_*.json"))
     cases = load_cohort("synthetic", cohort, split="train").cases
     broken = cases[1]
     for dicom in Path(broken["images"]["T1wCE"]).iterdir():

@@ -43,6 +43,12 @@ class VGG16Base(nn.Module):
                 channels = int(width)
         self.features = nn.Sequential(*layers)
         self.out_channels = channels
+        # He initialisation, as torchvision's VGG: with PyTorch's default init the signal of a
+        # 13-convolution plain network fades, and a base trained from scratch barely learns
+        for module in self.features:
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(module.bias)
 
     def load_pretrained(self, path: str | Path) -> None:
         """Load the ``features.*`` tensors of a torchvision-layout VGG16 state dict file.
