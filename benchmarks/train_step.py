@@ -156,7 +156,7 @@ def main() -> None:
 
     gpu = torch.cuda.is_available()
     winner_batch = args.winner_batch or (8 if gpu else 2)
-    configs = [("default input", 2, [48, 48, 48], 8, "32-true", False),
+    configs = [("default input", 2, [32, 32, 32], 8, "32-true", False),
                ("winner input", 1, [256, 256, 64], winner_batch, "32-true", False)]
     if gpu:
         configs += [("winner input", 1, [256, 256, 64], winner_batch, "bf16-mixed", False),
