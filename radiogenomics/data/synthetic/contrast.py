@@ -24,11 +24,16 @@ BASE_INTENSITY: dict[str, dict[str, float]] = {
         #         csf   gm    wm    ncr   net   ed    et
         "FLAIR": (0.15, 0.80, 0.62, 0.55, 1.25, 1.35, 1.05),
         "T1w": (0.30, 0.72, 1.00, 0.38, 0.55, 0.62, 0.68),
-        "T1wCE": (0.32, 0.75, 1.00, 0.40, 0.58, 0.64, 1.55),
+        "T1wCE": (0.50, 0.75, 1.00, 0.40, 0.58, 0.64, 1.55),
         "T2w": (1.80, 0.85, 0.55, 1.60, 1.30, 1.35, 1.00),
     }.items()
 }
-"""Mean intensity of each tissue on each sequence (CSF dark on FLAIR, bright on T2w)."""
+"""Mean intensity of each tissue on each sequence (CSF dark on FLAIR, bright on T2w).
+
+On T1wCE the "csf" compartment stands for the sulci and ventricles with their enhancing
+vessels, dura and choroid plexus: brighter than on T1w, so that a slice far from the
+tumour still tells T1wCE from T1w, as on real post-contrast scans.
+"""
 
 MGMT_EFFECT: dict[str, tuple[tuple[str, ...], float]] = {
     "T1wCE": (("ncr", "net", "et"), 0.15),

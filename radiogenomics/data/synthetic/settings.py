@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "1.1"
 """Bump when the same settings would produce different bytes."""
 
 PRESETS: dict[str, dict[str, float]] = {
