@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -66,3 +67,19 @@ def train_cfg(tiny_cohort: Path, tmp_path: Path):
 
     yield make
     GlobalHydra.instance().clear()
+
+
+def write_png_series(dicom_series: Path, out: Path, first_number: int = 1) -> np.ndarray:
+    """A DICOM series as the public PNG conversions store it: ``out/Image-N.png``, 8-bit,
+    one axial slice per file in display orientation (rows A->P, columns R->L); returns the
+    8-bit volume in RAS, as reading the folder back should give it."""
+    from PIL import Image
+
+    from radiogenomics.data.readers import load_volume
+
+    volume = load_volume(dicom_series).array
+    grey = (255 * volume / volume.max()).astype(np.uint8)
+    out.mkdir(parents=True)
+    for number in range(grey.shape[2]):
+        Image.fromarray(grey[::-1, ::-1, number].T).save(out / f"Image-{number + first_number}.png")
+    return grey

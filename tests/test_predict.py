@@ -16,7 +16,6 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
-from PIL import Image
 from torch import nn
 
 from predict import predict
@@ -27,7 +26,7 @@ from radiogenomics.inference.models import SliceSampling, TrainedModel
 from radiogenomics.inference.runner import CohortPredictor
 from radiogenomics.interpret.volume import to_slices
 from radiogenomics.models.classifier import ClassificationModule
-from tests.conftest import CONF_DIR, compose_train
+from tests.conftest import CONF_DIR, compose_train, write_png_series
 from train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,18 +110,12 @@ def test_one_patient_folder_is_detected_and_predicted(folds, tiny_cohort, tmp_pa
 def test_broken_patients_get_a_fallback_row_an_error_and_exit_code_3(folds, tiny_cohort,
                                                                      tmp_path) -> None:
     cohort = tmp_path / "rsna"  # Kaggle's layout: an unlabelled test/ folder
-    for patient in sorted(_ids(tiny_cohort / "rsna" / "train"))[:3]:
-        shutil.copytree(tiny_cohort / "rsna" / "train" / patient, cohort / "test" / patient)
-    truncated, incomplete, _ = sorted(_ids(cohort / "test"))
+    truncated, incomplete, _ = _kaggle_test_folder(tiny_cohort, cohort, 3)
     for dicom in (cohort / "test" / truncated / "T1wCE").iterdir():
         dicom.write_bytes(dicom.read_bytes()[:200])
     shutil.rmtree(cohort / "test" / incomplete / "FLAIR")
     out = tmp_path / "out"
-    run = subprocess.run(
-        [sys.executable, "predict.py", f"ckpt_path={folds / '0'}", f"data.root={cohort}",
-         f"output_dir={out}", "device=cpu"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )
+    run = _predict_subprocess(folds / "0", cohort, out)
     assert run.returncode == 3, run.stderr[-3000:]
     errors = pd.read_csv(out / "errors.csv", dtype=str).fillna("")
     assert set(errors.patient) == {truncated, incomplete}
@@ -140,6 +133,15 @@ def _kaggle_test_folder(tiny_cohort: Path, root: Path, count: int) -> list[str]:
     for patient in sorted(_ids(tiny_cohort / "rsna" / "train"))[:count]:
         shutil.copytree(tiny_cohort / "rsna" / "train" / patient, root / "test" / patient)
     return sorted(_ids(root / "test"))
+
+
+def _predict_subprocess(ckpt_path: Path, root: Path, out: Path) -> subprocess.CompletedProcess:
+    """``python predict.py`` on CPU as a user runs it (exit code and files are what count)."""
+    return subprocess.run(
+        [sys.executable, "predict.py", f"ckpt_path={ckpt_path}", f"data.root={root}",
+         f"output_dir={out}", "device=cpu"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
 
 
 def _check_fallback_submission(out: Path, patients: list[str]) -> None:
@@ -161,11 +163,7 @@ def test_when_every_patient_fails_each_still_gets_a_row_and_the_exit_code_is_3(
     for patient in patients:
         shutil.rmtree(cohort / "test" / patient / "FLAIR")
     out = tmp_path / "out"
-    run = subprocess.run(
-        [sys.executable, "predict.py", f"ckpt_path={folds / '0'}", f"data.root={cohort}",
-         f"output_dir={out}", "device=cpu"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )
+    run = _predict_subprocess(folds / "0", cohort, out)
     assert run.returncode == 3, run.stderr[-3000:]
     _check_fallback_submission(out, patients)
     assert pd.read_csv(out / "errors.csv").error.str.contains("FLAIR").all()
@@ -292,12 +290,7 @@ def test_segmenter_tta_without_a_random_transform_is_refused(unet_run, tiny_coho
 def _png_cohort(tiny_cohort: Path, root: Path) -> Path:
     """The tiny cohort's train patients as PNG slice folders <id>/FLAIR/Image-N.png."""
     for folder in sorted((tiny_cohort / "rsna" / "train").iterdir()):
-        volume = load_volume(folder / "FLAIR").array
-        grey = (255 * volume / volume.max()).astype(np.uint8)
-        (root / folder.name / "FLAIR").mkdir(parents=True)
-        for number in range(grey.shape[2]):  # axial display: rows A->P, columns R->L
-            Image.fromarray(grey[::-1, ::-1, number].T).save(
-                root / folder.name / "FLAIR" / f"Image-{number + 1}.png")
+        write_png_series(folder / "FLAIR", root / folder.name / "FLAIR")
     shutil.copy(tiny_cohort / "rsna" / "train_labels.csv", root)
     return root
 

@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from PIL import Image
 
 from radiogenomics.data.errors import LabelError
 from radiogenomics.data.readers import load_volume
 from radiogenomics.data.slices import SliceDataModule, select_slices
 from radiogenomics.evaluation.aggregation import PatientAggregation, aggregate_by_patient
+from tests.conftest import write_png_series
 
 
 @pytest.fixture(scope="module")
@@ -113,12 +113,7 @@ def test_segmentation_target_serves_mask_slices(tiny_cohort, slice_cache):
 def test_png_layout_serves_slices(tiny_cohort, slice_cache, tmp_path):
     root = tmp_path / "png"
     for folder in sorted((tiny_cohort / "rsna" / "train").iterdir())[:4]:
-        volume = load_volume(folder / "FLAIR").array
-        grey = (255 * volume / volume.max()).astype(np.uint8)
-        (root / folder.name / "FLAIR").mkdir(parents=True)
-        for number in range(grey.shape[2]):  # axial display: rows A->P, columns R->L
-            Image.fromarray(grey[::-1, ::-1, number].T).save(
-                root / folder.name / "FLAIR" / f"Image-{number + 7}.png")
+        grey = write_png_series(folder / "FLAIR", root / folder.name / "FLAIR", first_number=7)
     labels = pd.read_csv(tiny_cohort / "rsna" / "train_labels.csv", dtype=str)
     labels[labels.BraTS21ID.str.zfill(5).isin(p.name for p in root.iterdir())].to_csv(
         root / "train_labels.csv", index=False)

@@ -29,10 +29,7 @@ class UncertaintySummary:
 def predictive_entropy(probabilities: np.ndarray) -> float:
     """Entropy in bits of a binary (K = 1, positive class) or K-class probability vector."""
     p = np.asarray(probabilities, dtype=float).ravel()
-    if p.size == 1:
-        p = np.array([p[0], 1.0 - p[0]])
-    p = np.clip(p, 1e-12, 1.0)
-    return float(-(p * np.log2(p)).sum())
+    return float(voxel_entropy(p, exclusive=p.size > 1))
 
 
 def summarise(samples: torch.Tensor, method: str) -> UncertaintySummary:

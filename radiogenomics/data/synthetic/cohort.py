@@ -94,21 +94,23 @@ def _write_tables(root: Path, parts: tuple[str, ...], rows: list[dict[str, Any]]
         )
 
 
-def _manifest_matches(out: Path, expected: dict[str, Any]) -> bool:
+def _manifest(out: Path) -> dict[str, Any]:
+    """The manifest of a cohort folder; empty when there is none or it is unreadable."""
     try:
         found = json.loads((out / MANIFEST).read_text())
     except (OSError, ValueError):
-        return False
-    return all(found.get(key) == value for key, value in expected.items())
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def _manifest_matches(out: Path, expected: dict[str, Any]) -> bool:
+    found = _manifest(out)
+    return bool(found) and all(found.get(key) == value for key, value in expected.items())
 
 
 def _generated_here(out: Path) -> bool:
     """True when `out` holds a cohort written by this generator (any version or settings)."""
-    try:
-        found = json.loads((out / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(found, dict) and found.get("generator") == "radiogenomics.data.synthetic"
+    return _manifest(out).get("generator") == "radiogenomics.data.synthetic"
 
 
 def _claim(out: Path, expected: dict[str, Any], overwrite: bool) -> bool:
