@@ -33,10 +33,11 @@ MODELS: tuple[str, ...] = ("cnn3d", "efficientnet3d", "multiscale", "vgg16", "at
 
 DETAILS = ("val/slice_auc", "val/acc_sequence", "val/acc_plane", "val/series_acc_sequence",
            "val/series_acc_plane")
-"""Further validation metrics reported, at the best epoch, by the models that log them."""
+"""Further validation metrics reported, at the best epoch, by the models that log them, and
+their test values."""
 
 EPOCHS: dict[str, int] = {"cnn3d": 8, "efficientnet3d": 8, "multiscale": 6, "vgg16": 6,
-                          "attention_vgg": 6, "series_resnet": 3}
+                          "attention_vgg": 6, "series_resnet": 10}
 """Training epochs per model: each is a few CPU minutes on a 2-core machine."""
 
 
@@ -56,6 +57,9 @@ def summarise(rows: list[dict[str, float]], monitor: str) -> dict[str, float]:
                "best_val": best[monitor], "best_epoch": int(best["epoch"]),
                "test": next((row[test] for row in rows if test in row), float("nan"))}
     summary.update({key: best[key] for key in DETAILS if key in best})
+    tested = next((row for row in rows if test in row), {})
+    summary.update({key: tested[key] for key in (d.replace("val/", "test/") for d in DETAILS)
+                    if key in tested})
     return summary
 
 
@@ -113,7 +117,9 @@ def main() -> None:
         if "error" in row:
             print(f"{row['model']:<15} failed:\n{row['error']}")
             continue
-        details = ", ".join(f"{key}={row[key]:.3f}" for key in DETAILS if key in row)
+        details = ", ".join(f"{key}={row[key]:.3f}" for key in
+                            (*DETAILS, *(d.replace("val/", "test/") for d in DETAILS))
+                            if key in row)
         print(f"{row['model']:<15} {row['monitor']:<8} {row['best_val']:>8.3f} "
               f"{row['best_epoch']:>5} {row['test']:>6.3f} {row['epochs']:>6} "
               f"{row['wall_s']:>7.0f} {row['cpu_s']:>7.0f}  {details}")

@@ -17,10 +17,12 @@ from hydra import compose, initialize_config_dir
 
 from benchmarks.models import MODELS, input_shape, measure_model
 from benchmarks.suite import Sizes, run_suite, table
+from benchmarks.zoo import summarise
 
 ROOT = Path(__file__).resolve().parents[1]
 
-TINY = Sizes(read_slices=6, read_size=32, read_repeats=1, cohort_patients=2, cohort_size=32,
+TINY = Sizes(read_slices=6, read_size=32, read_repeats=1, prepare_repeats=1, cohort_patients=2,
+             cohort_size=32,
              load_seconds=0.0, raw_cases=1, model_steps=1, generate_workers=1)
 
 RECORD_KEYS = {"started", "machine", "sizes", "sections", "rows", "errors", "elapsed_s"}
@@ -114,3 +116,14 @@ def test_a_training_step_is_measured_at_the_configured_input() -> None:
     assert result["input"] == [1, 2, 32, 32, 32]
     assert result["samples_per_s"] > 0 and result["peak_rss_mb"] > 0
     assert result["parameters"] > 1_000_000
+
+
+def test_zoo_summary_is_the_best_validation_epoch_and_the_test_of_its_checkpoint():
+    rows = [{"epoch": 0, "val/acc": 0.5, "val/series_acc_plane": 0.6},
+            {"epoch": 0, "train/loss": 1.0},
+            {"epoch": 1, "val/acc": 0.9, "val/series_acc_plane": 1.0},
+            {"epoch": 2, "val/acc": 0.8, "val/series_acc_plane": 0.7},
+            {"epoch": 3, "test/acc": 0.85, "test/series_acc_plane": 0.95}]
+    summary = summarise(rows, "val/acc")
+    assert summary == {"epochs": 3, "best_val": 0.9, "best_epoch": 1, "test": 0.85,
+                       "val/series_acc_plane": 1.0, "test/series_acc_plane": 0.95}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -12,8 +13,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from radiogenomics import config as rc
 from radiogenomics.data.errors import RadiogenomicsError
-from radiogenomics.data.readers import load_volume
-from radiogenomics.data.series import PLANE_CLASSES, SEQUENCE_CLASSES, SeriesDataModule
+from radiogenomics.data.readers import Volume, load_volume
+from radiogenomics.data.series import (
+    PLANE_CLASSES,
+    SEQUENCE_CLASSES,
+    SeriesDataModule,
+    SeriesSlicing,
+    cut_series,
+)
 from radiogenomics.models.classifier import ClassificationModule
 from radiogenomics.models.nets.attention_vgg import AttentionVGG16
 from radiogenomics.models.nets.efficientnet3d import EfficientNet3D
@@ -196,6 +203,18 @@ def test_series_labels_come_from_the_cohort(tiny_cohort, zoo_cache):
         assert PLANE_CLASSES[item["plane"]] == load_volume(path).plane
         assert item["series"] == Path(path).name
     assert sorted({item["sequence"] for item in items}) == [0, 1, 2, 3]
+
+
+def test_series_slices_are_cut_from_the_head_not_the_empty_margins():
+    rng = np.random.default_rng(0)
+    array = rng.normal(20.0, 5.0, size=(16, 16, 40)).clip(0)  # background noise
+    array[:, :, 20:36] = 1000.0 + np.arange(16.0)  # the head fills slices 20-35, a ramp
+    slices = cut_series(Volume.from_array(array.astype(np.float32), np.eye(4)), 2,
+                        SeriesSlicing(slices_per_series=4, slice_size=(8, 8)))
+    assert slices.shape == (4, 1, 8, 8)
+    means = slices.mean(axis=(1, 2, 3))
+    assert np.all(np.diff(means) > 0)  # four distinct slices, in order
+    assert np.all(means > 1.0)  # all inside the head (z-scored background is about -1)
 
 
 def test_tag_series_names_every_series_of_a_study(tiny_cohort):

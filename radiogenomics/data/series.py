@@ -48,7 +48,7 @@ PLANE_MODES: tuple[str, ...] = ("native", "all")
 
 SERIES_TARGET = "sequence"
 
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -69,16 +69,30 @@ def acquisition_axis(volume: Volume) -> int:
     return PLANE_AXIS.get(volume.plane, PLANE_AXIS["axial"])
 
 
+FOREGROUND_FRACTION = 0.1
+"""A slice is foreground when a voxel exceeds this fraction of the series' 99th percentile
+(background air and the zeros of skull-stripped scans stay below it)."""
+
+
+def foreground_extent(array: np.ndarray, axis: int) -> tuple[int, int]:
+    """First and last index along ``axis`` of the slices that hold foreground."""
+    threshold = FOREGROUND_FRACTION * np.percentile(array, 99)
+    other = tuple(a for a in range(array.ndim) if a != axis)
+    filled = np.flatnonzero((array > threshold).any(axis=other))
+    return (int(filled[0]), int(filled[-1])) if filled.size else (0, array.shape[axis] - 1)
+
+
 def cut_series(volume: Volume, axis: int, slicing: SeriesSlicing) -> np.ndarray:
-    """``(n, 1, h, w)`` float32 slices across ``axis``, spread over its central 80 %.
+    """``(n, 1, h, w)`` float32 slices across ``axis``, spread over the central 80 % of the
+    head (the slices with foreground, so the empty margins of a series are never cut).
 
     The volume is z-scored over its nonzero voxels first, then each slice is resized to
     ``slicing.slice_size``.
     """
+    first, last = foreground_extent(volume.array, axis)
     array = NormalizeIntensity(nonzero=True)(torch.from_numpy(volume.array)).numpy()
-    length = array.shape[axis]
-    positions = np.unique(np.round(np.linspace(0.1, 0.9, slicing.slices_per_series)
-                                   * (length - 1)).astype(int))
+    positions = np.unique(np.round(first + np.linspace(0.1, 0.9, slicing.slices_per_series)
+                                   * (last - first)).astype(int))
     slices = np.take(array, positions, axis=axis)
     slices = np.moveaxis(slices, axis, 0)
     resize = Resize(slicing.slice_size, mode="bilinear", anti_aliasing=True)

@@ -161,6 +161,21 @@ def test_tissue_contrast(root: Path) -> None:
     assert 500 < np.percentile(t2[t2 > 0], 99) < 4000  # scanner-like integers
 
 
+def test_t1wce_enhances_vessels_at_the_brain_surface_and_t1w_does_not(root: Path) -> None:
+    patient = simulate_patient(make_settings(seed=0, size=SIZE), 0, "00000")
+    vessel, wm = patient.tissues["vessel"] > 0.2, patient.tissues["wm"] > 0.8
+    t1 = np.asarray(nifti(root, "00000", "t1").dataobj).astype(float)
+    t1ce = np.asarray(nifti(root, "00000", "t1ce").dataobj).astype(float)
+    vessel &= t1 > 0  # inside the skull-stripped brain
+    assert vessel.sum() > 100
+
+    def relative_to_wm(image: np.ndarray) -> float:
+        return float(np.median(image[vessel]) / np.median(image[wm]))
+
+    assert relative_to_wm(t1) < 0.6  # CSF with partial volume: dark before contrast
+    assert relative_to_wm(t1ce) > 1.6 * relative_to_wm(t1)  # the enhancing rim
+
+
 def test_hgg_enhances_more_than_lgg() -> None:
     settings = make_settings(seed=0, size=32)
     enhancing = {0: [], 1: []}

@@ -21,6 +21,11 @@ from .settings import BRAIN_CENTRE_MM, FIELD_OF_VIEW_MIN_MM, FIELD_OF_VIEW_MM
 
 TEMPLATE_NAME = "mni_icbm152_{}_tal_nlin_sym_09a_converted.nii.gz"
 
+VESSEL_SHARE = 0.8
+VESSEL_DEPTH_MM = 5.0
+"""Share of the CSF compartment taken by cortical veins, venous sinuses and dura: most of it
+at the brain surface, falling off with depth (they enhance on T1wCE; see `contrast`)."""
+
 
 def template_dir() -> Path:
     """nilearn's bundled data folder, found without importing nilearn (slow to import)."""
@@ -111,7 +116,7 @@ def rotation(angles: np.ndarray) -> np.ndarray:
 def tissue_maps(
     warp: Warp, template: Template, shape: tuple[int, ...], affine: np.ndarray
 ) -> dict[str, np.ndarray]:
-    """Fractions of brain, CSF, GM and WM in each voxel of the patient grid."""
+    """Fractions of brain, CSF, surface vessels, GM and WM in each voxel of the patient grid."""
     template_mm = warp.on_grid(shape, affine)
     brain = np.clip(sample(template.brain, template.affine, template_mm), 0.0, 1.0)
     gm = sample(template.gm, template.affine, template_mm)
@@ -120,7 +125,9 @@ def tissue_maps(
     scale = np.where(tissue > brain, brain / np.maximum(tissue, 1e-6), 1.0)
     gm, wm = gm * scale, wm * scale
     csf = np.clip(brain - gm - wm, 0.0, 1.0)
-    return {"brain": brain, "csf": csf, "gm": gm, "wm": wm}
+    depth = sample(template.depth, template.depth_affine, template_mm)
+    vessel = csf * VESSEL_SHARE * np.exp(-depth / VESSEL_DEPTH_MM)
+    return {"brain": brain, "csf": csf - vessel, "vessel": vessel, "gm": gm, "wm": wm}
 
 
 def probe(warp: Warp, template: Template, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

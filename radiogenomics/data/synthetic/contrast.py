@@ -16,7 +16,9 @@ from ..case import SEQUENCES
 from .fields import bias_coefficients, bias_field, rician
 
 TISSUES: tuple[str, ...] = ("csf", "gm", "wm", "ncr", "net", "ed", "et")
+"""Tissues with an intensity of their own on every sequence."""
 TUMOUR_TISSUES: tuple[str, ...] = ("ncr", "net", "ed", "et")
+NORMAL_TISSUES: tuple[str, ...] = ("csf", "vessel", "gm", "wm")
 
 BASE_INTENSITY: dict[str, dict[str, float]] = {
     sequence: dict(zip(TISSUES, values))
@@ -30,10 +32,16 @@ BASE_INTENSITY: dict[str, dict[str, float]] = {
 }
 """Mean intensity of each tissue on each sequence (CSF dark on FLAIR, bright on T2w).
 
-On T1wCE the "csf" compartment stands for the sulci and ventricles with their enhancing
-vessels, dura and choroid plexus: brighter than on T1w, so that a slice far from the
-tumour still tells T1wCE from T1w, as on real post-contrast scans.
+On T1wCE the "csf" compartment stands for the ventricles and deep sulci with the small
+vessels and choroid plexus that enhance in them: brighter than on T1w. With the enhancing
+surface vessels (`VESSEL_INTENSITY`), a slice far from the tumour still tells T1wCE from
+T1w, as on real post-contrast scans.
 """
+
+VESSEL_INTENSITY: dict[str, float] = {"T1wCE": 1.80}
+"""Enhancing cortical veins, venous sinuses and dura (the "vessel" share of the CSF at the
+brain surface, see `anatomy.VESSEL_SHARE`): brighter than white matter on T1wCE, the bright
+rim that skull-stripped post-contrast scans keep. On the other sequences they are CSF."""
 
 MGMT_EFFECT: dict[str, tuple[tuple[str, ...], float]] = {
     "T1wCE": (("ncr", "net", "et"), 0.15),
@@ -71,6 +79,8 @@ def draw_contrast(rng: np.random.Generator, mgmt_true: int, mgmt_signal: float) 
         tissues, effect = MGMT_EFFECT.get(sequence, ((), 0.0))
         for tissue in tissues:
             values[tissue] *= max(0.1, 1.0 + sign * effect * mgmt_signal)
+        csf_base = BASE_INTENSITY[sequence]["csf"]
+        values["vessel"] = values["csf"] * VESSEL_INTENSITY.get(sequence, csf_base) / csf_base
         intensity[sequence] = values
         noise[sequence] = gain * rng.uniform(0.015, 0.035)
         bias[sequence] = bias_coefficients(rng)
@@ -88,7 +98,7 @@ def render(
     images = {}
     for sequence, values in contrast.intensity.items():
         image = np.zeros_like(fractions["wm"])
-        for tissue in TISSUES:
+        for tissue in (*NORMAL_TISSUES, *TUMOUR_TISSUES):
             term = values[tissue] * fractions[tissue]
             image += term * modulation if tissue in TUMOUR_TISSUES else term
         images[sequence] = image * bias_field(contrast.bias[sequence], axes)

@@ -8,7 +8,7 @@ import numpy as np
 
 from .anatomy import Warp, load_template, tissue_maps
 from .clinical import Clinical, draw_clinical, draw_survival_days
-from .contrast import Contrast, draw_contrast, render
+from .contrast import NORMAL_TISSUES, Contrast, draw_contrast, render
 from .fields import grid_axes
 from .settings import Settings
 from .tumour import Tumour, draw_tumour, tumour_maps
@@ -52,7 +52,7 @@ def simulate_patient(settings: Settings, index: int, patient_id: str) -> Synthet
     tumour_fractions, seg, texture = tumour_maps(tumour, normal, affine)
 
     healthy = 1.0 - sum(tumour_fractions.values()) / np.maximum(normal["brain"], 1e-6)
-    tissues = {t: normal[t] * np.clip(healthy, 0.0, 1.0) for t in ("csf", "gm", "wm")}
+    tissues = {t: normal[t] * np.clip(healthy, 0.0, 1.0) for t in NORMAL_TISSUES}
     tissues.update(tumour_fractions)
     contrast = draw_contrast(
         settings.rng(index, "contrast"), clinical.mgmt_true, settings.mgmt_signal

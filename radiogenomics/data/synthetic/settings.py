@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-GENERATOR_VERSION = "1.1"
+GENERATOR_VERSION = "1.2"
 """Bump when the same settings would produce different bytes."""
 
 PRESETS: dict[str, dict[str, float]] = {
