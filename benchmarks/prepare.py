@@ -69,50 +69,77 @@ def _cpu_job(_: int) -> float:
     return total + sum(range(1_500_000))
 
 
-def parallel_ceiling(workers: int, jobs: int = 8) -> float:
+def parallel_ceiling(workers: int, jobs: int = 8, repeats: int = 3) -> float:
     """Speed-up of `workers` forked processes over one on a perfectly parallel CPU job: what
-    this machine's cores allow at best (shared or hyper-threaded virtual cores give < N)."""
+    this machine's cores allow at best (shared or hyper-threaded virtual cores give < N).
+    Best of `repeats` interleaved runs of each."""
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
+    def serial() -> None:
+        for job in range(jobs):
+            _cpu_job(job)
+
+    def parallel() -> None:
+        with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
+            list(pool.map(_cpu_job, range(jobs)))
+
+    one, many = [], []
+    for _ in range(repeats):
+        one.append(_seconds(serial))
+        many.append(_seconds(parallel))
+    return min(one) / min(many)
+
+
+def _seconds(run: Callable[[], object]) -> float:
     start = time.perf_counter()
-    for job in range(jobs):
-        _cpu_job(job)
-    one = time.perf_counter() - start
-    start = time.perf_counter()
-    with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
-        list(pool.map(_cpu_job, range(jobs)))
-    return one / (time.perf_counter() - start)
+    run()
+    return time.perf_counter() - start
+
+
+def _one_thread(run: Callable[[], float]) -> float:
+    """`run` with torch limited to one thread, as in each parallel worker."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return run()
+    finally:
+        torch.set_num_threads(threads)
 
 
 def preparation(cases: list[dict], work: Path, config: PreprocessConfig = CONFIG,
-                workers: int | None = None) -> dict[str, Any]:
+                workers: int | None = None, repeats: int = 3) -> dict[str, Any]:
     """Patients/s preparing the cache with 1 worker (one process with one torch thread, as each
     of the parallel workers runs), in this process with torch's own thread count (what
     ``prepare(workers=1)`` does), and with `workers` processes (default: every core), and the
-    time projected for the RSNA cohort. The many-worker cache stays at ``result["cache_dir"]``."""
+    time projected for the RSNA cohort. The many-worker cache stays at ``result["cache_dir"]``.
+
+    The three are timed in turn, `repeats` times, and each keeps its fastest run: a shared
+    virtual machine's noise only ever slows a run down, and interleaving spreads any drift
+    over all three alike (every run is kept in ``result["seconds"]``)."""
     workers = workers or os.cpu_count() or 1
     # warm-up, not timed: lazy imports and the pipeline's first call, which would otherwise
     # fall on the first timed run (forked workers inherit what this process has imported)
     PreprocessCache(work / "cache-warm-up", config).compute(cases[0])
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        one = time_prepare(cases, work / "cache-1", config, workers=1)
-    finally:
-        torch.set_num_threads(threads)
-    in_process = time_prepare(cases, work / "cache-1", config, workers=1)
-    many = time_prepare(cases, work / "cache-n", config, workers=workers)
+    runs: dict[str, Callable[[], float]] = {
+        "1": lambda: _one_thread(lambda: time_prepare(cases, work / "cache-1", config, 1)),
+        "in_process": lambda: time_prepare(cases, work / "cache-1", config, workers=1),
+        str(workers): lambda: time_prepare(cases, work / "cache-n", config, workers=workers),
+    }
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            seconds[name].append(run())
+    rates = {name: len(cases) / min(times) for name, times in seconds.items()}
+    rate_one, rate_many = rates["1"], rates[str(workers)]
     pixels = float(np.mean([pixels_read(c) for c in cases[:3]]))
-    rate_one, rate_many = len(cases) / one, len(cases) / many
     scale = RSNA_PIXELS_PER_PATIENT / pixels
     return {
         "patients": len(cases), "pixels_per_patient": pixels, "workers": workers,
-        "torch_threads_in_process": threads,
-        "prepare_patients_per_s": {"1": rate_one, str(workers): rate_many,
-                                   "in_process": len(cases) / in_process},
+        "torch_threads_in_process": torch.get_num_threads(), "repeats": repeats,
+        "seconds": seconds, "prepare_patients_per_s": rates,
         "speedup": rate_many / rate_one,
-        "parallel_ceiling": parallel_ceiling(workers) if workers > 1 else 1.0,
+        "parallel_ceiling": parallel_ceiling(workers, repeats=repeats) if workers > 1 else 1.0,
         "projected_rsna_minutes": RSNA_PATIENTS * scale / rate_many / 60,
         "projected_rsna_minutes_1_worker": RSNA_PATIENTS * scale / rate_one / 60,
         "cache_dir": str(work / "cache-n"),

@@ -152,11 +152,13 @@ class PreprocessCache:
             out["seg"] = _numpy(result["seg"]).astype(np.uint8)
         return out
 
-    def write(self, case: Case, arrays: dict[str, np.ndarray]) -> Path:
-        """Store arrays atomically (temporary folder renamed into place)."""
+    def write(self, case: Case, arrays: dict[str, np.ndarray], entry: Path | None = None) -> Path:
+        """Store arrays atomically (temporary folder renamed into place) at `entry` (default:
+        the case's entry now; pass the one taken before computing, so that a source file
+        edited meanwhile gives a stale key, never a stale entry)."""
         self._loaded.pop(case["id"], None)
         self.root.mkdir(parents=True, exist_ok=True)
-        final = self.entry(case)
+        final = entry or self.entry(case)
         tmp = Path(tempfile.mkdtemp(prefix=f".{case['id']}-", dir=self.root))
         try:
             for name, array in arrays.items():
@@ -182,34 +184,42 @@ class PreprocessCache:
         """Fill the cache for every case, in ``workers`` processes (0: in this process).
 
         Failures do not stop the others: each is recorded in the report with its reason.
+        Cases are checked against the cache while the workers already prepare the first
+        missing ones; the pool only starts when a case is missing.
         """
         report = PrepareReport()
         self._loaded.clear()
-        todo = []
-        for case in cases:
-            try:
-                if self.has(case):
-                    report.cached.append(case["id"])
-                else:
-                    todo.append(case)
-            except DataError as err:
-                report.failed[case["id"]] = str(err)
-        if not todo:
-            return report
-        bar = tqdm(total=len(todo), desc="preparing cache", unit="patient", disable=not progress)
-        if workers <= 1:
-            for case in todo:
-                _record(report, case["id"], _prepare_one(self.root, self.config, case))
-                bar.update()
-        else:
-            with ProcessPoolExecutor(max_workers=min(workers, len(todo)),
-                                     mp_context=_mp_context(), initializer=_init_worker) as pool:
-                futures = {pool.submit(_prepare_one, self.root, self.config, c): c["id"]
-                           for c in todo}
-                for future in as_completed(futures):
-                    _record(report, futures[future], future.result())
+        bar = tqdm(total=len(cases), desc="preparing cache", unit="patient", disable=not progress)
+        pool: ProcessPoolExecutor | None = None
+        futures = {}
+        try:
+            for case in cases:
+                try:
+                    entry = self.entry(case)
+                except DataError as err:
+                    report.failed[case["id"]] = str(err)
                     bar.update()
-        bar.close()
+                    continue
+                if (entry / "meta.json").exists():
+                    report.cached.append(case["id"])
+                    bar.update()
+                elif workers <= 1:
+                    _record(report, case["id"], _prepare_one(self.root, self.config, case, entry))
+                    bar.update()
+                else:
+                    if pool is None:
+                        pool = ProcessPoolExecutor(max_workers=min(workers, len(cases)),
+                                                   mp_context=_mp_context(),
+                                                   initializer=_init_worker)
+                    futures[pool.submit(_prepare_one, self.root, self.config, case, entry)] = \
+                        case["id"]
+            for future in as_completed(futures):
+                _record(report, futures[future], future.result())
+                bar.update()
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
+            bar.close()
         return report
 
 
@@ -228,11 +238,11 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _prepare_one(root: Path, config: PreprocessConfig, case: Case) -> str | None:
-    """Compute and store one case; return the error text instead of raising."""
+def _prepare_one(root: Path, config: PreprocessConfig, case: Case, entry: Path) -> str | None:
+    """Compute one case and store it at `entry`; return the error text instead of raising."""
     cache = PreprocessCache(root, config)
     try:
-        cache.write(case, cache.compute(case))
+        cache.write(case, cache.compute(case), entry=entry)
     except Exception as err:  # reported per patient by the caller
         return str(err) if isinstance(err, DataError) else f"[patient {case['id']}] {err!r}"
     return None

@@ -88,6 +88,26 @@ def test_worker_count_does_not_change_the_result(tmp_path: Path, cases) -> None:
         np.testing.assert_array_equal(serial.load(case)["image"], parallel.load(case)["image"])
 
 
+def test_parallel_preparation_reports_every_case_and_starts_no_pool_when_all_are_cached(
+    tmp_path: Path, cases, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from radiogenomics.data import cache as cache_module
+
+    cache = PreprocessCache(tmp_path, CONFIG)
+    cache.prepare(cases[:1], progress=False)
+    missing_sequence = {**cases[2], "images": {"T1wCE": cases[2]["images"]["T1wCE"]}}
+    report = cache.prepare([cases[0], cases[1], missing_sequence], workers=2, progress=False)
+    assert report.cached == [cases[0]["id"]] and report.prepared == [cases[1]["id"]]
+    assert list(report.failed) == [cases[2]["id"]] and "FLAIR" in report.failed[cases[2]["id"]]
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError("a process pool was started with every case cached")
+
+    monkeypatch.setattr(cache_module, "ProcessPoolExecutor", no_pool)
+    again = cache.prepare(cases[:2], workers=2, progress=False)
+    assert sorted(again.cached) == sorted(c["id"] for c in cases[:2]) and not again.prepared
+
+
 def test_a_broken_patient_is_reported_not_dropped(tmp_path: Path, tiny_cohort: Path) -> None:
     cohort = tmp_path / "cohort"
     # without the splits files other tests may have written beside the shared cohort
