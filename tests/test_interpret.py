@@ -119,10 +119,14 @@ def test_mc_dropout_refuses_a_net_without_dropout() -> None:
         MCDropoutUncertainty().check(net)
 
 
-def test_mc_dropout_varies_and_leaves_the_net_in_eval_mode(image) -> None:
+@pytest.mark.parametrize("batch_size", [1, 2, 10])
+def test_mc_dropout_varies_and_leaves_the_net_in_eval_mode(image, batch_size) -> None:
     net = ResNet3D(in_channels=2, dropout=0.5).eval()
-    samples = MCDropoutUncertainty(samples=5)(_probabilities(net), net, image)
-    assert samples.shape == (5, 1) and samples.std() > 0
+    uncertainty = MCDropoutUncertainty(samples=5, batch_size=batch_size)
+    samples = uncertainty(_probabilities(net), net, image)
+    assert samples.shape == (5, 1)
+    assert len(set(samples.flatten().tolist())) == 5  # every pass its own dropout masks
+    assert torch.equal(uncertainty(_probabilities(net), net, image), samples)  # seeded
     assert not any(module.training for module in net.modules())
 
 

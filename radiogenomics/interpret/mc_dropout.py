@@ -33,16 +33,21 @@ def dropout_active(net: nn.Module) -> Iterator[None]:
 
 
 class MCDropoutUncertainty:
-    """Probabilities of `samples` passes with dropout on; needs a net with dropout."""
+    """Probabilities of `samples` passes with dropout on, `batch_size` passes per forward call;
+    needs a net with dropout."""
 
     name = "mc_dropout"
 
-    def __init__(self, samples: int = 10, seed: int = 0) -> None:
+    def __init__(self, samples: int = 10, seed: int = 0, batch_size: int = 4) -> None:
         if samples < 2:
             raise RadiogenomicsError(f"MC dropout needs at least 2 samples, got {samples} -> "
                                      "set uncertainty.samples to 2 or more")
+        if batch_size < 1:
+            raise RadiogenomicsError(f"uncertainty.batch_size must be at least 1, got "
+                                     f"{batch_size}")
         self.samples = samples
         self.seed = seed
+        self.batch_size = batch_size
 
     def check(self, net: nn.Module, voxelwise: bool = False) -> None:
         """Refuse a net without dropout: its T passes would all be the same."""
@@ -53,12 +58,19 @@ class MCDropoutUncertainty:
                 "model.net.dropout=0.2) or use uncertainty=tta")
 
     def __call__(self, forward: Forward, net: nn.Module, image: torch.Tensor) -> torch.Tensor:
-        """(samples, K) probabilities of the (C, X, Y, Z) `image`."""
+        """(samples, K) probabilities of the (C, X, Y, Z) `image`.
+
+        The passes run `batch_size` at a time as copies of the image in one batch: dropout
+        draws its masks per sample, so each copy is an independent pass.
+        """
         self.check(net)
         devices = [image.device.index or 0] if image.is_cuda else []
+        sizes = [min(self.batch_size, self.samples - start)
+                 for start in range(0, self.samples, self.batch_size)]
         with dropout_active(net), torch.random.fork_rng(devices=devices), torch.no_grad():
             torch.manual_seed(self.seed)
-            return torch.cat([forward(image[None]) for _ in range(self.samples)])
+            return torch.cat([forward(image[None].expand(n, *image.shape).contiguous())
+                              for n in sizes])
 
     def voxel_samples(self, forward: Forward, net: nn.Module, image: torch.Tensor
                       ) -> torch.Tensor:
