@@ -66,8 +66,9 @@ def _check_scores(metrics: dict[str, float], cfg) -> None:
     assert rc.metric_value(metrics, cfg.optimized_metric) == metrics["val/dice_best"]
 
 
-def test_fast_dev_run_trains_unet(seg_cfg) -> None:
-    cfg = seg_cfg("model=unet", "debug=fdr")
+@pytest.mark.parametrize("layout", ["model.channels_last=false", "model.channels_last=true"])
+def test_fast_dev_run_trains_unet(seg_cfg, layout) -> None:
+    cfg = seg_cfg("model=unet", "debug=fdr", layout)
     metrics, objects = train(cfg)
     _check_scores(metrics, cfg)
     assert objects["datamodule"].preprocess.with_seg

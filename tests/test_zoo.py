@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from radiogenomics.data.series import (
 from radiogenomics.models.classifier import ClassificationModule
 from radiogenomics.models.nets.attention_vgg import AttentionVGG16
 from radiogenomics.models.nets.efficientnet3d import EfficientNet3D
+from radiogenomics.models.nets.resnet3d import ResNet3D
 from radiogenomics.models.nets.series_resnet import SeriesResNet
 from radiogenomics.models.nets.vgg import VGG16Classifier
 from radiogenomics.models.series import tag_series
@@ -74,11 +76,13 @@ PATIENT_AND_SLICE = {"val/auc", "val/slice_auc", "test/auc", "test/slice_auc"}
     (["model=multiscale", "data=synthetic", "data.spatial_size=[16,16,16]",
       "model.net.spatial_dims=3", "model.net.kernel_sizes=[5,3,1]"], {"val/auc", "test/auc"}),
     (["model=efficientnet3d", "data.spatial_size=[32,32,32]"], {"val/auc", "test/auc"}),
+    (["model=cnn3d", "data.spatial_size=[16,16,16]", "model.channels_last=true"],
+     {"val/auc", "test/auc"}),
     (["model=series_resnet", *SERIES],
      {"val/acc_sequence", "val/acc_plane", "val/acc", "val/series_acc_sequence",
       "val/series_acc_plane", "test/acc"}),
 ], ids=["vgg16", "attention_vgg", "multiscale", "multiscale_3d", "efficientnet3d",
-        "series_resnet"])
+        "cnn3d_channels_last", "series_resnet"])
 def test_model_trains_from_its_config(zoo_cfg, overrides, logged):
     cfg = zoo_cfg(*overrides, "debug=fdr")
     metrics, _ = train(cfg)
@@ -169,6 +173,18 @@ def test_efficientnet3d_starts_from_small_logits():
     net = EfficientNet3D(in_channels=2, num_classes=1)
     logits = net(torch.randn(2, 2, 32, 32, 32))
     assert logits.shape == (2, 1) and logits.abs().max() < 2  # MONAI's own init gives ~10
+
+
+def test_channels_last_changes_the_memory_layout_not_the_output():
+    torch.manual_seed(0)
+    net = ResNet3D(in_channels=2, dropout=0.0)
+    plain = ClassificationModule(copy.deepcopy(net), torch.optim.Adam).eval()
+    fast = ClassificationModule(copy.deepcopy(net), torch.optim.Adam, channels_last=True).eval()
+    conv = next(m for m in fast.net.modules() if isinstance(m, torch.nn.Conv3d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    x = torch.randn(2, 2, 16, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), plain(x), atol=1e-5, rtol=1e-4)
 
 
 def test_focal_loss_is_an_option_of_the_classifier():

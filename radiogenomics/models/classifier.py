@@ -19,6 +19,8 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
+from radiogenomics.models.memory_format import channels_last_input, channels_last_net
+
 SPLITS = ("train", "val", "test")
 LOSSES = ("bce", "focal")
 
@@ -61,6 +63,7 @@ class ClassificationModule(pl.LightningModule):
         compile: bool = False,
         loss: str = "bce",
         focal_gamma: float = 2.0,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         if loss not in LOSSES:
@@ -68,7 +71,7 @@ class ClassificationModule(pl.LightningModule):
         # optimizer/scheduler are callables: kept out of the checkpoint's hyper-parameters so
         # that checkpoints load with torch.load(weights_only=True)
         self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "scheduler"])
-        self.net = net
+        self.net = channels_last_net(net) if channels_last else net
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.binary = num_classes == 2
@@ -94,7 +97,7 @@ class ClassificationModule(pl.LightningModule):
         self.val_auc_best = MaxMetric()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.net(channels_last_input(x) if self.hparams.channels_last else x)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Positive-class probability (binary) or class probabilities (multiclass)."""

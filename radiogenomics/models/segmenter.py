@@ -14,6 +14,7 @@ from torchmetrics import MaxMetric, MeanMetric
 
 from radiogenomics.data.labels import ED, ET, INTERNAL_CLASSES, NCR, REGIONS, regions
 from radiogenomics.evaluation.segmentation import SCORES, segmentation_scores
+from radiogenomics.models.memory_format import channels_last_input, channels_last_net
 
 OUTPUTS: tuple[str, ...] = ("regions", "labels")
 """``regions``: one sigmoid channel per BraTS region (ET, TC, WT); ``labels``: softmax over
@@ -100,6 +101,7 @@ class SegmentationModule(pl.LightningModule):
         target: str = "seg",
         monitor: str = "val/dice",
         compile: bool = False,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         patch_size = tuple(int(n) for n in patch_size) if patch_size is not None else None
@@ -108,7 +110,7 @@ class SegmentationModule(pl.LightningModule):
         self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "scheduler"])
         if target != "seg":
             raise ValueError(f"a segmenter needs model.target=seg, not {target!r}")
-        self.net = net
+        self.net = channels_last_net(net) if channels_last else net
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.channels = output_channels(output)
@@ -119,7 +121,7 @@ class SegmentationModule(pl.LightningModule):
         self.val_dice_best = MaxMetric()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.net(channels_last_input(x) if self.hparams.channels_last else x)
 
     def logits(self, image: torch.Tensor) -> torch.Tensor:
         """Logits of whole volumes: by sliding windows of the patch size when there is one."""
