@@ -13,11 +13,13 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from radiogenomics import config as rc
+from radiogenomics.data.cohorts import load_cohort
 from radiogenomics.data.errors import RadiogenomicsError
 from radiogenomics.data.readers import Volume, load_volume
 from radiogenomics.data.series import (
     PLANE_CLASSES,
     SEQUENCE_CLASSES,
+    SeriesCache,
     SeriesDataModule,
     SeriesSlicing,
     cut_series,
@@ -219,6 +221,19 @@ def test_series_labels_come_from_the_cohort(tiny_cohort, zoo_cache):
         assert PLANE_CLASSES[item["plane"]] == load_volume(path).plane
         assert item["series"] == Path(path).name
     assert sorted({item["sequence"] for item in items}) == [0, 1, 2, 3]
+
+
+def test_series_cache_reports_every_patient_with_parallel_workers(tiny_cohort, tmp_path):
+    cases = load_cohort("synthetic", tiny_cohort, split="train").cases[:3]
+    broken = {**cases[2], "images": {"T1w": str(tmp_path / "missing")}}
+    cache = SeriesCache(tmp_path / "series", SeriesSlicing(2, (16, 16)), SEQUENCE_CLASSES)
+    report = cache.prepare([*cases[:2], broken], workers=2, progress=False)
+    assert sorted(report.prepared) == sorted(c["id"] for c in cases[:2])
+    assert list(report.failed) == [broken["id"]] and "no usable series" in report.failed[
+        broken["id"]]
+    again = cache.prepare(cases[:2], workers=2, progress=False)
+    assert sorted(again.cached) == sorted(c["id"] for c in cases[:2])
+    assert cache.load(cases[0])["slices"].shape[1:] == (1, 16, 16)
 
 
 def test_series_slices_are_cut_from_the_head_not_the_empty_margins():

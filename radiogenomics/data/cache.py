@@ -15,8 +15,10 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from functools import partial
 from multiprocessing import get_all_start_methods, get_context
 from multiprocessing.context import BaseContext
 from pathlib import Path
@@ -109,8 +111,13 @@ class PreprocessCache:
     def entry(self, case: Case) -> Path:
         return self.root / f"{case['id']}-{self.key(case)}"
 
+    @staticmethod
+    def ready(entry: Path) -> bool:
+        """Whether the entry folder is complete (its ``meta.json`` is written last)."""
+        return (entry / "meta.json").exists()
+
     def has(self, case: Case) -> bool:
-        return (self.entry(case) / "meta.json").exists()
+        return self.ready(self.entry(case))
 
     def load(self, case: Case, mmap: bool = True) -> dict[str, np.ndarray]:
         """Arrays of a prepared case (memory-mapped unless ``mmap`` is false).
@@ -119,9 +126,9 @@ class PreprocessCache:
         ``write``): source files edited during a run are only noticed by the next one.
         """
         entry = self._loaded.get(case["id"])
-        if entry is None or not (entry / "meta.json").exists():
+        if entry is None or not self.ready(entry):
             entry = self.entry(case)
-        if not (entry / "meta.json").exists():
+        if not self.ready(entry):
             raise DataError("not in the preprocessing cache", patient=case["id"], path=entry,
                             hint="call prepare() (the datamodule does it in prepare_data)")
         mode = "r" if mmap else None
@@ -175,52 +182,65 @@ class PreprocessCache:
         return final
 
     def get(self, case: Case) -> dict[str, np.ndarray]:
-        """Load a case, computing and storing it first if absent."""
-        if not self.has(case):
-            self.write(case, self.compute(case))
+        """Load a case, computing and storing it first if absent (sources fingerprinted once)."""
+        entry = self.entry(case)
+        if not self.ready(entry):
+            self.write(case, self.compute(case), entry=entry)
+        self._loaded[case["id"]] = entry
         return self.load(case)
 
     def prepare(self, cases: list[Case], workers: int = 0, progress: bool = True) -> PrepareReport:
         """Fill the cache for every case, in ``workers`` processes (0: in this process).
 
         Failures do not stop the others: each is recorded in the report with its reason.
-        Cases are checked against the cache while the workers already prepare the first
-        missing ones; the pool only starts when a case is missing.
         """
-        report = PrepareReport()
         self._loaded.clear()
-        bar = tqdm(total=len(cases), desc="preparing cache", unit="patient", disable=not progress)
-        pool: ProcessPoolExecutor | None = None
-        futures = {}
-        try:
-            for case in cases:
-                try:
-                    entry = self.entry(case)
-                except DataError as err:
-                    report.failed[case["id"]] = str(err)
-                    bar.update()
-                    continue
-                if (entry / "meta.json").exists():
-                    report.cached.append(case["id"])
-                    bar.update()
-                elif workers <= 1:
-                    _record(report, case["id"], _prepare_one(self.root, self.config, case, entry))
-                    bar.update()
-                else:
-                    if pool is None:
-                        pool = ProcessPoolExecutor(max_workers=min(workers, len(cases)),
-                                                   mp_context=_mp_context(),
-                                                   initializer=_init_worker)
-                    futures[pool.submit(_prepare_one, self.root, self.config, case, entry)] = \
-                        case["id"]
-            for future in as_completed(futures):
-                _record(report, futures[future], future.result())
+        return fill_cache(cases, self.entry, self.ready,
+                          partial(_build_entry, self.root, self.config), workers, progress,
+                          "preparing cache")
+
+
+def fill_cache(cases: list[Case], entry: Callable[[Case], Path], ready: Callable[[Path], bool],
+               build: Callable[[Case, Path], Any], workers: int = 0, progress: bool = True,
+               desc: str = "preparing cache") -> PrepareReport:
+    """Build the entry of every case that is not `ready`, in ``workers`` processes (0: here).
+
+    `entry` names a case's entry (raising `DataError` when the case cannot have one),
+    `build(case, entry)` computes and stores it (picklable, for the pool). Cases are checked
+    while the workers already build the first missing ones; the pool only starts when one is
+    missing. Every case lands in the report: cached, prepared, or failed with its reason.
+    """
+    report = PrepareReport()
+    bar = tqdm(total=len(cases), desc=desc, unit="patient", disable=not progress)
+    pool: ProcessPoolExecutor | None = None
+    futures = {}
+    try:
+        for case in cases:
+            try:
+                path = entry(case)
+            except DataError as err:
+                report.failed[case["id"]] = str(err)
                 bar.update()
-        finally:
-            if pool is not None:
-                pool.shutdown(cancel_futures=True)
-            bar.close()
-        return report
+                continue
+            if ready(path):
+                report.cached.append(case["id"])
+                bar.update()
+            elif workers <= 1:
+                _record(report, case["id"], _attempt(build, case, path))
+                bar.update()
+            else:
+                if pool is None:
+                    pool = ProcessPoolExecutor(max_workers=min(workers, len(cases)),
+                                               mp_context=_mp_context(), initializer=_init_worker)
+                futures[pool.submit(_attempt, build, case, path)] = case["id"]
+        for future in as_completed(futures):
+            _record(report, futures[future], future.result())
+            bar.update()
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+        bar.close()
+    return report
 
 
 def _numpy(value: Any) -> np.ndarray:
@@ -238,12 +258,16 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _prepare_one(root: Path, config: PreprocessConfig, case: Case, entry: Path) -> str | None:
-    """Compute one case and store it at `entry`; return the error text instead of raising."""
+def _build_entry(root: Path, config: PreprocessConfig, case: Case, entry: Path) -> None:
     cache = PreprocessCache(root, config)
+    cache.write(case, cache.compute(case), entry=entry)
+
+
+def _attempt(build: Callable[[Case, Path], Any], case: Case, entry: Path) -> str | None:
+    """`build` one case; the error text instead of raising (reported per patient)."""
     try:
-        cache.write(case, cache.compute(case), entry=entry)
-    except Exception as err:  # reported per patient by the caller
+        build(case, entry)
+    except Exception as err:
         return str(err) if isinstance(err, DataError) else f"[patient {case['id']}] {err!r}"
     return None
 

@@ -135,10 +135,6 @@ class AxisMap:
             return None
         return start, self.n_out
 
-    @property
-    def is_identity(self) -> bool:
-        return self.n_out == self.n_in and self.window == (0, self.n_in)
-
 
 def apply_axis_maps(volume: torch.Tensor, maps: Sequence[AxisMap | None]) -> torch.Tensor:
     """Apply one `AxisMap` per spatial axis of a (C, *spatial) tensor (``None``: unchanged).

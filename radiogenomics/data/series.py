@@ -16,9 +16,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
-from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +24,9 @@ import numpy as np
 import torch
 from monai.transforms import NormalizeIntensity, Resize
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from radiogenomics.data.augment import augmentation
-from radiogenomics.data.cache import PrepareReport, fingerprint
+from radiogenomics.data.cache import PrepareReport, fill_cache, fingerprint
 from radiogenomics.data.case import SEQUENCES, Case
 from radiogenomics.data.datamodule import MRIDataModule
 from radiogenomics.data.errors import DataError
@@ -140,8 +137,13 @@ class SeriesCache:
         key = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
         return self.root / f"{case['id']}-{key}"
 
+    @staticmethod
+    def ready(entry: Path) -> bool:
+        """Whether the entry folder is complete (renamed into place with its labels)."""
+        return (entry / "labels.json").exists()
+
     def has(self, case: Case) -> bool:
-        return (self.entry(case) / "labels.json").exists()
+        return self.ready(self.entry(case))
 
     def load(self, case: Case) -> dict[str, Any]:
         """``slices`` (memory-mapped) and the per-slice ``sequence``, ``plane``, ``series``."""
@@ -170,10 +172,11 @@ class SeriesCache:
             log.warning("patient %s: series left out: %s", case["id"], problem)
         return {"slices": np.concatenate(slices).astype(np.float16), **labels}
 
-    def write(self, case: Case, result: dict[str, Any]) -> None:
-        """Store one patient's entry atomically (temporary folder renamed into place)."""
+    def write(self, case: Case, result: dict[str, Any], entry: Path | None = None) -> None:
+        """Store one patient's entry atomically (temporary folder renamed into place) at
+        `entry` (default: the case's entry now)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        final = self.entry(case)
+        final = entry or self.entry(case)
         tmp = Path(tempfile.mkdtemp(prefix=f".{case['id']}-", dir=self.root))
         try:
             np.save(tmp / "slices.npy", result.pop("slices"))
@@ -184,41 +187,15 @@ class SeriesCache:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    def prepare_one(self, case: Case) -> str | None:
-        """Compute and store one patient; the error text instead of raising."""
-        try:
-            self.write(case, self.compute(case))
-        except Exception as error:  # reported per patient by prepare()
-            return str(error) if isinstance(error, DataError) else (
-                f"[patient {case['id']}] {error!r}")
-        return None
-
     def prepare(self, cases: list[Case], workers: int = 0, progress: bool = True
                 ) -> PrepareReport:
         """Fill the cache for every case, in ``workers`` processes (0: in this process)."""
-        report = PrepareReport()
-        todo = []
-        for case in cases:
-            if self.has(case):
-                report.cached.append(case["id"])
-            else:
-                todo.append(case)
-        if not todo:
-            return report
-        if workers > 1:
-            method = "fork" if "fork" in get_all_start_methods() else "spawn"
-            with ProcessPoolExecutor(min(workers, len(todo)), get_context(method)) as pool:
-                errors = list(tqdm(pool.map(self.prepare_one, todo), total=len(todo),
-                                   desc="cutting series", disable=not progress))
-        else:
-            errors = [self.prepare_one(case)
-                      for case in tqdm(todo, desc="cutting series", disable=not progress)]
-        for case, error in zip(todo, errors):
-            if error is None:
-                report.prepared.append(case["id"])
-            else:
-                report.failed[case["id"]] = error
-        return report
+        return fill_cache(cases, self.entry, self.ready, self.build, workers, progress,
+                          "cutting series")
+
+    def build(self, case: Case, entry: Path) -> None:
+        """Compute one patient's slices and store them at `entry`."""
+        self.write(case, self.compute(case), entry)
 
 
 class SeriesSliceDataset(Dataset):
