@@ -166,3 +166,14 @@ def test_sigterm_to_train_py_exits_143_with_a_checkpoint_that_resumes(tiny_cohor
                            cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert checkpoint(run)["global_step"] == 4 * STEPS_PER_EPOCH
+
+
+def test_a_resumed_epoch_with_no_batch_left_ends_without_train_metrics() -> None:
+    """Resuming from a checkpoint taken after an epoch's last batch trains no batch in it."""
+    from radiogenomics.models.classifier import ClassificationModule
+    from radiogenomics.models.nets.resnet3d import ResNet3D
+    from radiogenomics.models.nets.series_resnet import SeriesResNet
+    from radiogenomics.models.series import SeriesModule
+
+    ClassificationModule(ResNet3D(in_channels=1), torch.optim.Adam).on_train_epoch_end()
+    SeriesModule(SeriesResNet(), torch.optim.Adam).on_train_epoch_end()

@@ -142,7 +142,10 @@ class ClassificationModule(pl.LightningModule):
         return values
 
     def on_train_epoch_end(self) -> None:
-        self._log_epoch("train")
+        # a run resumed from a checkpoint taken after an epoch's last batch trains no batch
+        # in that epoch: nothing to report (the interrupted run logged its batches)
+        if any(metric.update_called for metric in self.metrics["train_metrics"].values()):
+            self._log_epoch("train")
 
     def on_validation_epoch_end(self) -> None:
         values = self._log_epoch("val")

@@ -106,7 +106,10 @@ class SeriesModule(pl.LightningModule):
         self._step(batch, "test")
 
     def on_train_epoch_end(self) -> None:
-        self._log_epoch("train")
+        # a run resumed from a checkpoint taken after an epoch's last batch trains no batch
+        # in that epoch: nothing to report (the interrupted run logged its batches)
+        if any(self.accuracy[f"train_{head}"].update_called for head in HEADS):
+            self._log_epoch("train")
 
     def on_validation_epoch_end(self) -> None:
         self.val_acc_best(self._log_epoch("val"))
