@@ -14,9 +14,11 @@ import lightning.pytorch as pl
 from omegaconf import DictConfig
 
 from radiogenomics import config as rc
+from radiogenomics.callbacks import DataSetupRecord, DivergenceGuard, EpochSeed
 from radiogenomics.distributed import SyncEpochMetrics
+from radiogenomics.models.compat import check_model_fits_data
 from radiogenomics.models.survival import train_estimator
-from radiogenomics.runs import check_checkpoint, resolve_ckpt_path
+from radiogenomics.runs import check_checkpoint, continue_logs, data_setup, resolve_ckpt_path
 
 log = logging.getLogger("train")
 
@@ -27,13 +29,18 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         pl.seed_everything(cfg.seed, workers=True)
     rc.check_trainer(cfg)
 
-    log.info("instantiating datamodule <%s>", cfg.data._target_)
-    datamodule: pl.LightningDataModule = rc.instantiate(cfg.data)
     log.info("instantiating model <%s>", cfg.model._target_)
     model: pl.LightningModule = rc.instantiate(cfg.model)
+    check_model_fits_data(model, cfg.data)  # a 2D model on volumes or the reverse: stop now
+    log.info("instantiating datamodule <%s>", cfg.data._target_)
+    datamodule: pl.LightningDataModule = rc.instantiate(cfg.data)
     callbacks = rc.instantiate_group(cfg.get("callbacks"), "callback")
     loggers = rc.instantiate_group(cfg.get("logger"), "logger")
-    callbacks = [SyncEpochMetrics(), *rc.drop_logger_callbacks(callbacks, loggers)]
+    setup = data_setup(cfg.data)
+    # always on: stop on divergence, record the data setup, seed each epoch (exact resumption)
+    callbacks = [SyncEpochMetrics(), *rc.drop_logger_callbacks(callbacks, loggers),
+                 DivergenceGuard(), DataSetupRecord(setup),
+                 *([EpochSeed(cfg.seed)] if cfg.get("seed") is not None else [])]
     if not isinstance(model, pl.LightningModule):  # scikit-learn models (survival grouping)
         metrics = train_estimator(model, datamodule, loggers, cfg.paths.output_dir, cfg.test)
         rc.save_run_info(cfg, cfg.paths.output_dir, datamodule)
@@ -44,8 +51,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     rc.log_hyperparameters(cfg, model, loggers)
     if cfg.get("train"):
         ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir)
-        if ckpt_path:
-            check_checkpoint(ckpt_path, model)
+        checkpoint = check_checkpoint(ckpt_path, model, setup) if ckpt_path else None
+        continue_logs(loggers, checkpoint)  # metrics.csv: from scratch, or the epochs kept
         trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
     if trainer.is_global_zero:
         rc.save_run_info(cfg, cfg.paths.output_dir, datamodule)
@@ -72,4 +79,4 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     rc.adopt_parent_job()  # a DDP process of a job runs that job, not the parent's multirun
-    main()
+    rc.run_cli(main)

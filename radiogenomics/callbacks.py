@@ -1,8 +1,10 @@
-"""Callbacks that let a run survive interruption: a checkpoint on SIGTERM, exact resumption.
+"""Callbacks that let a run survive interruption and careless use: a checkpoint on SIGTERM,
+exact resumption, a clear stop when training diverges, the data setup in every checkpoint.
 
-``conf/callbacks/resume.yaml`` turns both on (part of ``callbacks=default``). A run that was
-pre-empted or killed is resumed with the same command plus ``ckpt_path=last`` and
-``hydra.run.dir=<its run directory>``.
+``conf/callbacks/resume.yaml`` turns on the first two (part of ``callbacks=default``); train.py
+always adds ``EpochSeed`` (when the config has a seed), ``DivergenceGuard`` and
+``DataSetupRecord``. A run that was pre-empted or killed is resumed with the same command plus
+``ckpt_path=last`` and ``hydra.run.dir=<its run directory>``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torchmetrics import MaxMetric, MinMetric
 
+from radiogenomics import interrupt
+
 log = logging.getLogger(__name__)
 
 SIGTERM_EXIT_CODE = 128 + signal.SIGTERM
@@ -34,8 +38,8 @@ class PreemptionCheckpoint(Callback):
     saved state is consistent (weights, optimiser, loops, callbacks). The process then exits
     with status 143, so that ``train.py && next-step`` does not go on with an unfinished
     model. Only training is checkpointed (a SIGTERM while testing leaves ``last.ckpt`` as
-    it is). Ctrl-C (SIGINT) may stop a run inside a step and saves nothing: the last
-    epoch's checkpoint stays the one to resume from.
+    it is). Ctrl-C while training does the same at the next batch boundary and exits with
+    status 130 (see ``radiogenomics.interrupt``; a second Ctrl-C stops at once).
     """
 
     def __init__(self, dirpath: str | Path | None = None, filename: str = "last.ckpt") -> None:
@@ -47,20 +51,37 @@ class PreemptionCheckpoint(Callback):
         folder = self.dirpath or Path(trainer.default_root_dir) / "checkpoints"
         return folder / self.filename
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        interrupt.defer(True)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        if interrupt.requested():
+            # Lightning's own pre-emption path: stop where SIGTERM stops, in a state it resumes
+            trainer._signal_connector.received_sigterm = True
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        interrupt.defer(False)
+        if interrupt.requested():  # Ctrl-C in the last validation: training is saved, stop
+            log.warning("Ctrl-C: training finished and saved; stopping before testing")
+            raise interrupt.UserInterrupt
+
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
+        interrupt.defer(False)
         if not isinstance(exception, SIGTERMException):
             return
-        exception.code = SIGTERM_EXIT_CODE
+        signal_name = "Ctrl-C" if interrupt.requested() else "SIGTERM"
+        exception.code = interrupt.EXIT_INTERRUPTED if interrupt.requested() else SIGTERM_EXIT_CODE
         if trainer.state.fn != TrainerFn.FITTING:
-            log.warning("SIGTERM while %s: nothing saved", trainer.state.fn)
+            log.warning("%s while %s: nothing saved", signal_name, trainer.state.fn)
             return
         path = self.path(trainer)
         trainer.save_checkpoint(path)
-        log.warning("SIGTERM at epoch %d, step %d: saved %s; resume with the same command plus "
-                    "ckpt_path=last and the same hydra.run.dir", trainer.current_epoch,
-                    trainer.global_step, path)
+        log.warning("%s at epoch %d, step %d: saved %s; resume with the same command plus "
+                    "ckpt_path=last and the same hydra.run.dir", signal_name,
+                    trainer.current_epoch, trainer.global_step, path)
 
 
 class ResumeState(Callback):
@@ -69,10 +90,12 @@ class ResumeState(Callback):
     That is the global random states (torch, CUDA, numpy, Python: shuffling, dropout,
     augmentation draw the same numbers as in the run that was not interrupted) and the
     best-so-far trackers of the LightningModule (``MaxMetric``/``MinMetric``, e.g.
-    ``val/auc_best``, which modules reset when training starts). With
-    ``trainer.deterministic=true`` and ``data.num_workers=0`` a run resumed from an
-    end-of-epoch checkpoint ends with the same weights and metrics. Everything is stored as
-    tensors and numbers: checkpoints still load with ``torch.load(weights_only=True)``.
+    ``val/auc_best``, which modules reset when training starts). The random states matter
+    for the rest of an epoch interrupted in its middle (SIGTERM): each new epoch is seeded
+    by ``EpochSeed``, so that with ``trainer.deterministic=true`` a run resumed from an
+    end-of-epoch checkpoint ends with the same weights and metrics, DataLoader workers
+    included. Everything is stored as tensors and numbers: checkpoints still load with
+    ``torch.load(weights_only=True)``.
     """
 
     def __init__(self) -> None:
@@ -122,3 +145,148 @@ class ResumeState(Callback):
             if name in trackers:
                 trackers[name].update(value.to(pl_module.device))
         self._best_to_restore = {}
+
+
+_WHAT_TO_TRY = ("lower the learning rate (model.optimizer.lr), check the inputs for NaN/inf "
+                "values or extreme intensities, clip gradients (trainer.gradient_clip_val=1.0), "
+                "or use 32-bit precision (trainer.precision=32-true)")
+
+
+def _non_finite(value: Any) -> bool:
+    tensor = torch.as_tensor(value)
+    return tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+
+
+class DivergenceGuard(Callback):
+    """Stop training with a ``TrainingError`` as soon as it diverges, before a bad checkpoint.
+
+    A NaN or infinite training loss is caught before its backward pass (the weights are
+    still those of the previous step) and non-finite gradients before the optimiser step
+    (except with 16-bit mixed precision, whose gradient scaler skips those steps by design).
+    After each validation and training epoch, before the checkpoint callbacks run (Lightning
+    runs them last), the logged losses, the monitored metric and the weights are checked:
+    neither the best ``epoch_*.ckpt`` nor ``last.ckpt`` is ever written from a diverged
+    state, so ``last.ckpt`` stays the last healthy epoch. train.py always adds this callback.
+    """
+
+    def __init__(self, monitor: str | None = None) -> None:
+        self.monitor = monitor
+
+    @staticmethod
+    def _where(trainer: pl.Trainer, batch_idx: int | None = None) -> str:
+        where = f"epoch {trainer.current_epoch}"
+        if batch_idx is not None:
+            where += f", batch {batch_idx}"
+        return where + f" (global step {trainer.global_step})"
+
+    def _stop(self, trainer: pl.Trainer, what: str, batch_idx: int | None = None) -> None:
+        from radiogenomics.data.errors import TrainingError
+
+        raise TrainingError(
+            f"training diverged at {self._where(trainer, batch_idx)}: {what}; no checkpoint was "
+            f"written from this state (checkpoints/last.ckpt, if any, is the last healthy epoch) "
+            f"-> {_WHAT_TO_TRY}")
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                             batch: Any, batch_idx: int) -> None:
+        self._batch_idx = batch_idx
+
+    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           loss: torch.Tensor) -> None:
+        if _non_finite(loss.detach()):
+            self._stop(trainer, f"the training loss is {float(loss.detach().float().mean())}",
+                       getattr(self, "_batch_idx", None))
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                                 optimizer: torch.optim.Optimizer) -> None:
+        if "16-mixed" in str(trainer.precision):  # the grad scaler skips such steps itself
+            return
+        for name, param in pl_module.named_parameters():
+            if param.grad is not None and _non_finite(param.grad):
+                self._stop(trainer, f"the gradient of {name} holds NaN or infinite values",
+                           getattr(self, "_batch_idx", None))
+
+    def _check_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        monitor = self.monitor or getattr(pl_module, "hparams", {}).get("monitor")
+        watched = {monitor, f"{monitor}_best"} if monitor else set()
+        bad = {name: float(torch.as_tensor(value).float().mean())
+               for name, value in trainer.callback_metrics.items()
+               if (name.endswith("loss") or name in watched) and _non_finite(value)}
+        if bad:
+            self._stop(trainer, "non-finite metrics " + ", ".join(
+                f"{name}={value}" for name, value in sorted(bad.items())))
+        for name, param in pl_module.named_parameters():
+            if _non_finite(param.detach()):
+                self._stop(trainer, f"the weights of {name} hold NaN or infinite values")
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._check_epoch(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._check_epoch(trainer, pl_module)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of training epoch `epoch` of a run seeded with `seed` (a 32-bit integer)."""
+    return int(np.random.SeedSequence([int(seed) % 2**32, int(epoch)]).generate_state(1)[0])
+
+
+class EpochSeed(Callback):
+    """Draw each training epoch's random numbers from a seed of (run seed, epoch).
+
+    At the start of every training epoch the torch (CPU and CUDA), numpy and Python random
+    states are seeded with ``epoch_seed(seed, epoch)``, and the epoch's training batches are
+    drawn by a new iterator with new DataLoader workers, whose seeds (torch derives them
+    from the main process's state; Lightning's ``seed_everything(workers=True)`` seeds numpy
+    and Python in each worker from them) are thus a function of (seed, epoch, worker id).
+    Shuffling, augmentation and dropout of an epoch then do not depend on what happened
+    before it in this process: a run resumed from an end-of-epoch checkpoint (SIGKILL, a
+    crash) draws the same numbers as the run that was never stopped, with DataLoader
+    workers too. train.py adds it when the config has a ``seed``.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = int(seed)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        seed = epoch_seed(self.seed, trainer.current_epoch)
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)  # every device too
+        # (Lightning and torch internals below, checked: without them only the seeding holds)
+        fit_loop = trainer.fit_loop
+        combined = getattr(fit_loop, "_combined_loader", None)
+        fetcher = getattr(fit_loop, "_data_fetcher", None)
+        if combined is None or fetcher is None:
+            return
+        # persistent workers keep the random state of the epoch they were started in: stop
+        # them, so that this epoch's iterator starts new ones seeded from the state above
+        for loader in getattr(combined, "flattened", []):
+            iterator = getattr(loader, "_iterator", None)
+            if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+                iterator._shutdown_workers()
+                loader._iterator = None
+        # Lightning makes the epoch's iterator after this hook, except in the first epoch a
+        # process trains (made, and a batch fetched, before the hook): make that one again
+        lightning_iterates = (trainer.current_epoch > 0 and not fit_loop.is_resuming
+                              and not fit_loop.epoch_loop.restarting)
+        if not lightning_iterates:
+            iter(fetcher)
+
+
+class DataSetupRecord(Callback):
+    """Store the run's data setup (cohort, split, inputs, target) in every checkpoint.
+
+    ``radiogenomics.runs.check_checkpoint`` compares it with the setup of a run that resumes
+    from the checkpoint, before any training. train.py always adds this callback.
+    """
+
+    KEY = "data_setup"
+
+    def __init__(self, setup: dict[str, Any]) -> None:
+        self.setup = dict(setup)
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        checkpoint[self.KEY] = dict(self.setup)

@@ -115,8 +115,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         comparison = compare_runs(args.sweep_dir, args.metric, args.curve)
-    except (RadiogenomicsError, FileNotFoundError, KeyError) as err:
-        parser.exit(1, f"error: {err}\n")
+    except (RadiogenomicsError, FileNotFoundError, KeyError) as err:  # exit 2, no traceback
+        parser.exit(2, f"error: {err}\n")
     print(comparison.to_string())
     print("\n".join(f"{name}: {path}" for name, path in comparison.files.items()))
 

@@ -44,11 +44,24 @@ def _sweep_group(default: str) -> str:
     return f"{default}-{Path(HydraConfig.get().sweep.dir).name}"
 
 
+HOME_ENV = "RADIOGENOMICS_HOME"
+"""Environment variable naming the folder that holds ``data/`` and ``logs/``."""
+
+
+def home_dir() -> str:
+    """The folder of ``data/`` and ``logs/``: ``$RADIOGENOMICS_HOME``, else the current folder.
+
+    Resolved without Hydra's runtime (unlike ``${hydra:runtime.cwd}``), so that it also
+    resolves where Hydra has not set its runtime yet: a multirun's sweep folder.
+    """
+    return os.path.abspath(os.path.expanduser(os.environ.get(HOME_ENV) or os.getcwd()))
+
+
 def register_resolvers() -> None:
-    """Resolvers of conf/: ``${len:...}``, ``${n_logits:...}``, ``${seg_channels:...}`` and
-    ``${sweep_group:...}``."""
-    resolvers = {"len": lambda x: len(x), "n_logits": _n_logits, "seg_channels": _seg_channels,
-                 "sweep_group": _sweep_group}
+    """Resolvers of conf/: ``${home_dir:}``, ``${len:...}``, ``${n_logits:...}``,
+    ``${seg_channels:...}`` and ``${sweep_group:...}``."""
+    resolvers = {"home_dir": home_dir, "len": lambda x: len(x), "n_logits": _n_logits,
+                 "seg_channels": _seg_channels, "sweep_group": _sweep_group}
     for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
@@ -134,12 +147,15 @@ def log_hyperparameters(cfg: DictConfig, model: pl.LightningModule,
 
 
 def metric_value(metrics: dict[str, Any], name: str | None) -> float | None:
-    """The value a sweeper optimises, with a clear error when the metric was never logged."""
+    """The value a sweeper optimises; ``None`` (a failed trial for a sweeper) with a warning
+    when the metric was not logged: a run that had nothing left to train (a finished run
+    resumed) has no validation metrics, a misspelt name never has any."""
     if not name:
         return None
     if name not in metrics:
-        raise KeyError(f"optimized_metric={name!r} was not logged; logged metrics are "
-                       f"{sorted(metrics)} -> set optimized_metric to one of them")
+        log.warning("optimized_metric=%r was not logged in this run; logged metrics are %s "
+                    "(a sweep needs one of them)", name, sorted(metrics))
+        return None
     return float(metrics[name])
 
 
@@ -162,13 +178,78 @@ def task_wrapper(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], An
             with ddp_session():
                 return task(cfg)
         except Exception as err:
-            log.error("run failed: %s: %s", type(err).__name__, err)
+            user_error = user_error_of(err)
+            if user_error is not None and not full_errors_asked():
+                log.error("%s: %s", type(user_error).__name__, user_error)
+                err.reported = True  # printed once: run_cli adds no second copy
+            else:
+                log.error("run failed: %s: %s", type(err).__name__, err)
             raise
         finally:
             log.info("run directory: %s", output_dir)
             close_wandb()
 
     return wrapped
+
+
+EXIT_USER_ERROR = 2
+"""Exit status of a run stopped by bad data or a bad config (the message says what to do)."""
+_FULL_ERROR_ENV = "HYDRA_FULL_ERROR"
+
+
+def full_errors_asked() -> bool:
+    """Whether the user asked for full tracebacks (``HYDRA_FULL_ERROR=1``)."""
+    return os.environ.get(_FULL_ERROR_ENV) == "1" and not os.environ.get("_RG_FULL_ERROR_SET")
+
+
+def user_error_of(err: BaseException) -> BaseException | None:
+    """The error a user can fix, if `err` is (or wraps) one: a ``RadiogenomicsError`` or a
+    config error of Hydra or OmegaConf. ``None`` for anything else, which is a bug."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from radiogenomics.data.errors import RadiogenomicsError
+
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, RadiogenomicsError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return err if isinstance(err, HydraException | OmegaConfBaseException) else None
+
+
+def run_cli(main: Callable[[], Any]) -> None:
+    """Run a Hydra entry point as a command: errors a user can fix print one message and exit
+    with status 2 (no traceback unless ``HYDRA_FULL_ERROR=1``); Ctrl-C exits with 130; any
+    other exception is a bug and keeps its traceback."""
+    from radiogenomics import interrupt
+
+    asked = full_errors_asked()
+    if not asked:  # let Hydra raise, so that the errors are printed here
+        os.environ[_FULL_ERROR_ENV] = "1"
+        os.environ["_RG_FULL_ERROR_SET"] = "1"
+    interrupt.install()
+    try:
+        main()
+    except (KeyboardInterrupt, SystemExit) as stop:
+        if interrupt.requested():
+            sys.stderr.write("interrupted (Ctrl-C)\n")
+            sys.exit(interrupt.EXIT_INTERRUPTED)
+        if isinstance(stop, KeyboardInterrupt):
+            sys.exit(interrupt.EXIT_INTERRUPTED)
+        raise
+    except Exception as err:
+        user_error = None if asked else user_error_of(err)
+        if user_error is None:
+            raise
+        if not getattr(err, "reported", False):
+            text = str(user_error)
+            cause = user_error.__cause__
+            if cause is not None and str(cause) not in text:
+                text += f"\n{cause}"
+            sys.stderr.write(f"error: {text}\n")
+        sys.stderr.write(f"(set {_FULL_ERROR_ENV}=1 to see the traceback)\n")
+        sys.exit(EXIT_USER_ERROR)
 
 
 DDP_COMMAND_ENV = "RADIOGENOMICS_DDP_COMMAND"
@@ -239,8 +320,11 @@ def check_trainer(cfg: DictConfig) -> None:
 
     accelerator = cfg.trainer.get("accelerator")
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise RuntimeError("trainer=gpu asked for but no CUDA GPU is visible -> "
-                           "use trainer=cpu or trainer=default (auto)")
+        from radiogenomics.data.errors import ConfigError
+
+        raise ConfigError("a GPU is asked for but no CUDA GPU is visible", key="trainer",
+                          hint="use trainer=cpu, or trainer=default (picks the GPU when there "
+                               "is one)")
     if not torch.cuda.is_available() and "16" in str(cfg.trainer.get("precision", "")):
         warnings.warn("16-bit precision on CPU is slow; consider trainer.precision=32",
                       stacklevel=2)

@@ -177,7 +177,31 @@ def _read_folds(label: str, members: list[SweepRun]) -> tuple[pd.DataFrame, pd.D
     if repeated:
         log.warning("%s: patients validated in more than one fold: %s", label,
                     ", ".join(repeated[:10]))
+    _warn_missing_folds(label, members)
     return pd.DataFrame(rows).sort_values("fold"), pooled
+
+
+def _warn_missing_folds(label: str, members: list[SweepRun]) -> None:
+    """Warn when a configuration has fewer folds than its runs' ``data.n_folds`` (a fold that
+    crashed or is still running): its summary then covers only the folds found."""
+    declared = {run.config.get("data", {}).get("n_folds") for run in members} - {None}
+    if len(declared) != 1:
+        return
+    n_folds = int(next(iter(declared)))
+    missing = sorted(set(range(n_folds)) - {run.fold for run in members})
+    if missing:
+        log.warning("%s: fold(s) %s of %d have no finished run in this directory: the summary "
+                    "covers %d fold(s) only -> run the missing fold(s) (python train.py -m "
+                    "data.fold=%s) and summarise again", label, ", ".join(map(str, missing)),
+                    n_folds, n_folds - len(missing), ",".join(map(str, missing)))
+
+
+def _unfinished_jobs(sweep_dir: Path, runs: list[SweepRun]) -> list[Path]:
+    """Hydra job folders of `sweep_dir` that hold no run (a job that failed before its first
+    log): they are named so that a summary over fewer folds is never taken for the whole."""
+    found = {run.path for run in runs}
+    return sorted(p for p in sweep_dir.iterdir()
+                  if p.is_dir() and (p / ".hydra").is_dir() and p not in found)
 
 
 def summarize_cv(sweep_dir: str | Path, n_bootstrap: int = 1000, seed: int = 0) -> CVSummary:
@@ -187,12 +211,18 @@ def summarize_cv(sweep_dir: str | Path, n_bootstrap: int = 1000, seed: int = 0) 
     summarised per configuration. Raises when the directory holds fewer than two folds.
     """
     sweep_dir = Path(sweep_dir)
-    runs = [r for r in find_runs(sweep_dir) if r.fold is not None]
+    every_run = find_runs(sweep_dir)
+    runs = [r for r in every_run if r.fold is not None]
     n_folds = len({r.fold for r in runs})
+    unfinished = _unfinished_jobs(sweep_dir, every_run)
+    failed = (f" ({len(unfinished)} job folder(s) hold no run, a job that failed: "
+              f"{', '.join(p.name for p in unfinished[:5])})" if unfinished else "")
     if n_folds < 2:
-        raise ValueError(f"{sweep_dir} holds {len(runs)} run(s) of {n_folds} fold(s): a "
-                         "cross-validation needs at least two folds -> run "
+        raise ValueError(f"{sweep_dir} holds {len(runs)} run(s) of {n_folds} fold(s){failed}: "
+                         "a cross-validation needs at least two folds -> run "
                          "`python train.py -m data.fold=0,1,...` or `python train.py cv=5fold`")
+    if unfinished:
+        log.warning("%s: left out of the summary%s -> see their train.log", sweep_dir, failed)
     labels = _label_groups(runs)
     all_folds, all_predictions, summary_rows = [], [], []
     fold_values: dict[str, list[float]] = {}
@@ -299,8 +329,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         result = summarize_cv(args.sweep_dir, args.bootstrap, args.seed)
-    except (RadiogenomicsError, ValueError) as err:
-        parser.exit(1, f"error: {err}\n")
+    except (RadiogenomicsError, ValueError) as err:  # a wrong directory: exit 2, no traceback
+        parser.exit(2, f"error: {err}\n")
     print(format_summary(result))
     print("\n".join(f"{name}: {path}" for name, path in result.files.items()))
     if args.wandb:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch.loggers import CSVLogger as _LightningCSVLogger
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 log = logging.getLogger(__name__)
 
@@ -35,3 +39,68 @@ def wandb_logger(save_dir: str, project: str = "radiogenomics", name: str | None
     Path(save_dir).mkdir(parents=True, exist_ok=True)
     return WandbLogger(save_dir=save_dir, project=project, name=name, group=group,
                        offline=offline, log_model=False if offline else log_model, **kwargs)
+
+
+def _kept(row: dict[str, str], epoch: int, step: int | None) -> bool:
+    if row.get("epoch"):
+        return int(float(row["epoch"])) <= epoch
+    return step is None or not row.get("step") or int(float(row["step"])) < step
+
+
+class _KeepingWriter(ExperimentWriter):
+    """Lightning's CSV writer, except that it keeps an existing ``metrics.csv`` (and its
+    columns) instead of deleting it: ``CSVLogger.continue_from`` decides what to keep."""
+
+    def _check_log_dir_exists(self) -> None:
+        self.metrics_keys = self._header()
+
+    def _header(self) -> list[str]:
+        if not self._fs.isfile(self.metrics_file_path):
+            return []
+        with self._fs.open(self.metrics_file_path, "r", newline="") as handle:
+            return sorted(next(csv.reader(handle), []))
+
+
+class CSVLogger(_LightningCSVLogger):
+    """Lightning's ``CSVLogger`` whose ``metrics.csv`` survives a resumed run.
+
+    Lightning's logger deletes an existing ``metrics.csv`` when it starts; this one keeps it
+    until train.py calls ``continue_from``: from scratch, the file starts again; resuming
+    from a checkpoint of epoch E, the rows of epochs up to E are kept (those of a killed
+    later epoch are dropped, the resumed run logs them again) and new rows are appended.
+    """
+
+    @property
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None and rank_zero_only.rank == 0:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _KeepingWriter(log_dir=self.log_dir)
+        return super().experiment
+
+    def continue_from(self, epoch: int | None, step: int | None = None) -> None:
+        """Keep the metrics of epochs up to `epoch` (a resumed checkpoint's), or none (None).
+
+        Rows without an epoch (the learning rate) are kept up to, not including, `step`.
+        """
+        if rank_zero_only.rank != 0:
+            return
+        writer = self.experiment
+        path = Path(writer.metrics_file_path)
+        rows: list[dict[str, str]] = []
+        if epoch is not None and path.is_file():
+            with open(path, newline="") as handle:
+                # a later epoch's rows come again; so do test rows, when the run tests again
+                rows = [row for row in csv.DictReader(handle)
+                        if _kept(row, epoch, step)
+                        and not any(v for k, v in row.items() if k.startswith("test/"))]
+        if not rows:
+            path.unlink(missing_ok=True)
+            writer.metrics_keys = []
+            return
+        keys = list(writer.metrics_keys)
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "w", newline="") as handle:
+            out = csv.DictWriter(handle, fieldnames=keys)
+            out.writeheader()
+            out.writerows(rows)
+        os.replace(tmp, path)

@@ -91,13 +91,47 @@ def _mismatch(own: dict[str, torch.Tensor], saved: dict[str, Any]) -> list[str]:
     return problems
 
 
-def check_checkpoint(path: str | Path, model: nn.Module) -> dict[str, Any]:
-    """Read a checkpoint safely and check that it fits `model`; return it.
+DATA_SETUP_KEYS = ("layout", "root", "target", "fold", "n_folds", "split_seed", "splits_file",
+                   "sequences", "spatial_size", "spacing", "slab", "plane", "slices_per_case",
+                   "selection", "slice_size", "slices_per_series", "planes")
+"""The data settings a checkpoint must share with a run that resumes from it: the cohort, the
+patient split and what the model sees (sequences in order, grid, slices) and learns (target)."""
+
+
+def data_setup(data_cfg: Any) -> dict[str, Any]:
+    """The data setup of a run from its ``data`` config: the ``DATA_SETUP_KEYS`` it has, as
+    plain values (paths absolute), ready to be stored in a checkpoint."""
+    setup: dict[str, Any] = {}
+    for key in DATA_SETUP_KEYS:
+        if key not in data_cfg:
+            continue
+        value = data_cfg[key]
+        if OmegaConf.is_config(value):
+            value = OmegaConf.to_container(value, resolve=True)
+        if key in ("root", "splits_file") and value is not None:
+            value = str(Path(str(value)).expanduser().resolve())
+        if isinstance(value, tuple):
+            value = list(value)
+        setup[key] = value
+    return setup
+
+
+def _data_differences(saved: dict[str, Any], own: dict[str, Any]) -> list[str]:
+    keys = [k for k in DATA_SETUP_KEYS if k in saved or k in own]
+    return [f"data.{k}: {saved.get(k, '(not set)')!r} in the checkpoint, "
+            f"{own.get(k, '(not set)')!r} now" for k in keys if saved.get(k) != own.get(k)]
+
+
+def check_checkpoint(path: str | Path, model: nn.Module,
+                     setup: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Read a checkpoint safely and check that it fits `model` and the data `setup`; return it.
 
     ``torch.load(weights_only=True)``: a checkpoint cannot run code. A file that is not a
     readable checkpoint, or whose tensors do not match `model` (another task, network or
     input channels), raises CheckpointError naming the model that wrote it; changed
-    hyper-parameters with matching tensors are only logged.
+    hyper-parameters with matching tensors are only logged. With `setup` (``data_setup``),
+    a checkpoint written with another data setup (fold, split, cohort, sequences or their
+    order, grid, target) raises CheckpointError naming each differing setting.
     """
     path = Path(path)
     try:
@@ -118,6 +152,17 @@ def check_checkpoint(path: str | Path, model: nn.Module) -> dict[str, Any]:
             f"{_writer_of(path, checkpoint)}; this run builds {_this_model(model)} "
             f"({', '.join(problems)}) -> use the model and data config of the run that wrote "
             "it, or another checkpoint")
+    saved_setup = checkpoint.get("data_setup")
+    if setup is not None and isinstance(saved_setup, dict):
+        differences = _data_differences(saved_setup, setup)
+        if differences:
+            raise CheckpointError(
+                f"checkpoint {path} was trained on other data than this run would use: "
+                + "; ".join(differences) + " -> resume with the data settings of the run that "
+                "wrote it, or start a new run (another hydra.run.dir, no ckpt_path)")
+    elif setup is not None:
+        log.warning("checkpoint %s does not record its data setup: cannot check that it was "
+                    "trained on the same fold and inputs", path)
     saved = checkpoint.get("hyper_parameters") or {}
     own = dict(getattr(model, "hparams", {}))
     changed = {k: (saved[k], own[k]) for k in saved.keys() & own.keys() if saved[k] != own[k]}
@@ -125,3 +170,14 @@ def check_checkpoint(path: str | Path, model: nn.Module) -> dict[str, Any]:
         log.warning("resuming %s with changed hyper-parameters (checkpoint -> now): %s",
                     path, changed)
     return checkpoint
+
+
+def continue_logs(loggers: list[Any], checkpoint: dict[str, Any] | None) -> None:
+    """Start the loggers' metric files again (no checkpoint), or keep the epochs up to the
+    resumed checkpoint's (``continue_from`` of radiogenomics.loggers.CSVLogger)."""
+    epoch = step = None
+    if checkpoint is not None and "epoch" in checkpoint:
+        epoch, step = int(checkpoint["epoch"]), int(checkpoint.get("global_step", 0))
+    for logger in loggers:
+        if hasattr(logger, "continue_from"):
+            logger.continue_from(epoch, step)

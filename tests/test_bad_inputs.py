@@ -89,9 +89,10 @@ def truncate(folder: Path) -> str:
     return path.name
 
 
-def add_html_page(folder: Path) -> str:
-    (folder / "Image-9999.dcm").write_text("<html><body>403 Forbidden</body></html>")
-    return "Image-9999.dcm"
+def html_page_in_place_of_a_slice(folder: Path) -> str:
+    path = slices(folder)[1]  # a page beside the slices is left out; in place of one, a gap
+    path.write_text("<html><body>403 Forbidden</body></html>")
+    return path.name
 
 
 def blank(folder: Path) -> str:
@@ -129,7 +130,7 @@ def duplicate_one_slice(folder: Path) -> str:
 
 DICOM_DEFECTS = {
     "truncated file": (truncate, "truncated"),
-    "non-DICOM file": (add_html_page, "not a DICOM file"),
+    "non-DICOM file": (html_page_in_place_of_a_slice, "not a DICOM file"),
     "blank series": (blank, "blank series"),
     "mixed slice sizes": (shrink_one_slice, "mixed slice sizes"),
     "mixed orientations": (turn_one_slice, "mixed slice orientations"),
@@ -321,8 +322,8 @@ def test_converter_reports_every_broken_series_and_converts_the_rest(
         assert f"patient {pid}" in message and culprits[pid] in message
         assert DICOM_DEFECTS[defect][1] in message and "unexpected" not in message
     assert "series folder missing" in failures["00008", "T2w"]
-    assert (out / "00010" / "00010_t1ce.nii.gz").is_file()
-    assert (out / "00000" / "00000_flair.nii.gz").is_file()
+    assert (out / "BraTS2021_00010" / "BraTS2021_00010_t1ce.nii.gz").is_file()
+    assert (out / "BraTS2021_00000" / "BraTS2021_00000_flair.nii.gz").is_file()
     assert "7 series failed in 7 patient(s)" in capsys.readouterr().out
 
 

@@ -140,5 +140,5 @@ def test_summary_command_explains_a_directory_without_folds(tmp_path, capsys) ->
                                                         "probability": [0.2, 0.8]}))
     with pytest.raises(SystemExit) as stopped:
         cv.main([str(tmp_path)])
-    assert stopped.value.code == 1
+    assert stopped.value.code == 2
     assert "at least two folds" in capsys.readouterr().err

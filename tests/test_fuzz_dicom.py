@@ -44,8 +44,8 @@ GEOMETRY_TAGS = {
     "SeriesInstanceUID": "UI",
 }
 """Tags whose text value the reader parses, and their VR (all have a 2-byte length)."""
-PIXEL_TAGS = ("Rows", "Columns", "BitsAllocated", "BitsStored", "PixelRepresentation",
-              "SamplesPerPixel")
+PIXEL_TAGS = ("Rows", "Columns", "BitsAllocated", "BitsStored", "HighBit",
+              "PixelRepresentation", "SamplesPerPixel")
 """Unsigned-short tags that describe the pixel data."""
 
 
@@ -76,8 +76,26 @@ def sources(tmp_path_factory) -> Sources:
     native = write_series(volume, affine, root / "native")
     rle = write_series(volume, affine, root / "rle", transfer_syntax=RLELossless)
     enhanced = [write_enhanced(volume, affine, root / "enhanced" / "Image-1.dcm")]
-    return Sources({name: [path.read_bytes() for path in paths]
-                    for name, paths in (("native", native), ("rle", rle), ("enhanced", enhanced))})
+    sources = Sources({name: [path.read_bytes() for path in paths]
+                       for name, paths in (("native", native), ("rle", rle),
+                                           ("enhanced", enhanced))})
+    sources["mosaic"] = [small_mosaic(root / "mosaic.dcm")]
+    return sources
+
+
+def small_mosaic(path: Path) -> bytes:
+    """nibabel's real Siemens mosaic header (CSA: 32 tiles on a 6 x 6 grid), 4 x 4 tiles."""
+    from nibabel.nicom import csareader
+
+    ds = pydicom.dcmread(Path(csareader.__file__).parent / "tests" / "data" /
+                         "csa_slice_norm.dcm")
+    ds.Rows = ds.Columns = 24
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.PixelData = (np.arange(24 * 24) * 7 % 4000).astype("<u2").tobytes()
+    ds["PixelData"].VR = "OW"
+    ds.save_as(path)
+    return path.read_bytes()
 
 
 @contextmanager
@@ -219,3 +237,21 @@ def test_corrupted_geometry_tags(sources, keyword, value, every_file, index, kin
        index=st.integers(0, 5), kind=st.sampled_from(["native", "rle", "enhanced"]))
 def test_corrupted_pixel_description(sources, keyword, value, index, kind) -> None:
     read_is_safe(mutate_one(sources[kind], index, lambda b: edit_tag(b, keyword, value)))
+
+
+@FUZZ
+@given(flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)),
+                      min_size=1, max_size=8),
+       keyword=st.sampled_from(["Rows", "Columns", "ImageType", "ImagePositionPatient"]),
+       value=st.one_of(st.none(), st.integers(0, 65535), decimal_text))
+def test_corrupted_mosaic(sources, flips, keyword, value) -> None:
+    """Flipped bytes (the CSA header included) or a corrupted tag in a Siemens mosaic."""
+    data = sources["mosaic"][0]
+    if keyword in ("Rows", "Columns") and not isinstance(value, str) or keyword not in (
+        "Rows", "Columns"
+    ) and not isinstance(value, int):
+        data = edit_tag(data, keyword, value)
+    out = bytearray(data)
+    for where, byte in flips:
+        out[int(where * len(out))] = byte
+    read_is_safe([bytes(out)])

@@ -5,6 +5,7 @@ resumed run ends where the uninterrupted one does; killed cache writes leave not
 from __future__ import annotations
 
 import csv
+import functools
 import multiprocessing
 import os
 import signal
@@ -102,12 +103,32 @@ def test_preparation_killed_while_writing_leaves_no_entry_and_is_redone(tiny_coh
     assert cache.load(case)["image"].shape == (1, 8, 8, 8)
 
 
-def train_command(tiny_cohort: Path, cache_dir: Path, run: Path, *overrides: str) -> list[str]:
+def train_command(tiny_cohort: Path, cache_dir: Path, run: Path, *overrides: str,
+                  workers: int | None = 0) -> list[str]:
+    """train.py on the tiny cohort; `workers=None`: the default number of DataLoader workers."""
+    loader = [] if workers is None else [f"data.num_workers={workers}"]
     return [sys.executable, "train.py", f"data.root={tiny_cohort}", f"data.cache_dir={cache_dir}",
             "data.synthetic=null", "data.spatial_size=[16,16,16]", "data.batch_size=2",
-            "data.n_folds=2", "data.num_workers=0", "data.prepare_workers=0", "trainer=cpu",
+            "data.n_folds=2", *loader, "data.prepare_workers=0", "trainer=cpu",
             "trainer.deterministic=true", "trainer.max_epochs=4", "logger=csv",
             "~callbacks.progress_bar", "test=false", SMALL_NET, f"hydra.run.dir={run}", *overrides]
+
+
+class SigkillAtStep(Callback):
+    """SIGKILL this process when training step `step` starts: no handler runs, nothing is
+    saved (an out-of-memory kill, a node failure, a hard time limit)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: object) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def metric_rows(run: Path) -> list[dict[str, str]]:
+    with open(run / "csv" / "metrics.csv") as handle:
+        return list(csv.DictReader(handle))
 
 
 def start_and_signal(command: list[str], run: Path, signum: int) -> subprocess.Popen:
@@ -177,3 +198,30 @@ def test_a_resumed_epoch_with_no_batch_left_ends_without_train_metrics() -> None
 
     ClassificationModule(ResNet3D(in_channels=1), torch.optim.Adam).on_train_epoch_end()
     SeriesModule(SeriesResNet(), torch.optim.Adam).on_train_epoch_end()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [None, 2])
+def test_sigkill_mid_epoch_then_resume_ends_as_the_run_never_stopped(tiny_cohort, cache_dir,
+                                                                     tmp_path, workers) -> None:
+    """With the default settings (DataLoader workers, persistent between epochs), a run
+    killed mid-epoch and resumed from its last end-of-epoch checkpoint logs the same metrics,
+    epoch by epoch, and ends with the same weights as the run that was never stopped."""
+    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
+    command = functools.partial(train_command, tiny_cohort, cache_dir, workers=workers)
+    done = subprocess.run(command(reference), cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # step 5: the second batch of the third epoch (2 batches an epoch)
+    kill = [f"+callbacks.sigkill._target_={__name__}.SigkillAtStep", "+callbacks.sigkill.step=5"]
+    killed = subprocess.run(command(resumed, *kill), cwd=ROOT, capture_output=True, text=True,
+                            timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert checkpoint(resumed)["epoch"] == 1  # the last end of epoch before the kill
+    again = subprocess.run(command(resumed, "ckpt_path=last"), cwd=ROOT, capture_output=True,
+                           text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert metric_rows(resumed) == metric_rows(reference)
+    expected, actual = checkpoint(reference)["state_dict"], checkpoint(resumed)["state_dict"]
+    assert expected.keys() == actual.keys()
+    assert all(torch.equal(expected[k], actual[k]) for k in expected)

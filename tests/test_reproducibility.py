@@ -12,6 +12,7 @@ import pytest
 from omegaconf import OmegaConf
 
 import radiogenomics
+from radiogenomics.data.datamodule import cohort_key
 from train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +62,9 @@ def test_run_directory_holds_config_version_commit_and_splits(run, tiny_cohort) 
     if head:
         assert info["git_commit"].removesuffix("-dirty") == head
     splits = json.loads((folder / "splits.json").read_text())
-    stored = tiny_cohort / "splits_mgmt_2fold_seed42.json"
+    # written beside the cache (data.splits_dir), never under data.root
+    stored = (Path(cfg.data.splits_dir) / cohort_key(tiny_cohort) / "splits_mgmt_2fold_seed42.json")
+    assert not (tiny_cohort / stored.name).exists()
     assert splits == json.loads(stored.read_text())
     datamodule = objects["datamodule"]
     assert info["fold"] == cfg.data.fold == 0

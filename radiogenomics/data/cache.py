@@ -5,16 +5,26 @@ memory-mapped on read), ``seg.npy`` (uint8, when masks are used) and ``meta.json
 hashes the preprocessing config and the size and modification time of every source file,
 so changing either makes a new entry: a stale one is never read. Entries are written to a
 temporary folder and renamed into place, so a killed preparation leaves no partial entry.
+
+``meta.json`` (written last) keeps the size and a BLAKE2b checksum of every array file.
+Every read compares each file's size (and mtime) with what this process last verified; the
+checksum is verified once per process and entry (again when size or mtime change). An entry
+whose array is missing, truncated or altered is never used: it is rebuilt, with a warning
+naming the patient. Processes filling one cache at once (a parallel sweep) never delete a
+valid entry: the first complete one renamed into place wins, later writers drop theirs.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
+import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -34,9 +44,21 @@ from radiogenomics.data.transforms import PreprocessConfig, preprocessing
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 """Bumped whenever the pipeline's code changes what an entry holds (3: fused separable
-resampling, values equal to the eager MONAI transforms' up to float32 round-off)."""
+resampling, values equal to the eager MONAI transforms' up to float32 round-off; 4: sizes and
+checksums of the arrays in meta.json)."""
+
+META = "meta.json"
+
+
+def file_digest(path: str | Path) -> str:
+    """BLAKE2b (128 bits) of a file's bytes: ~1 GB/s, so a 16 MB entry costs ~15 ms once."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def fingerprint(path: str | Path) -> list[Any]:
@@ -82,6 +104,8 @@ class PreprocessCache:
         # entry folder of each case already loaded: fingerprinting stats every source file
         # (~440 per RSNA patient), too slow to repeat on every draw of a training epoch
         self._loaded: dict[str, Path] = {}
+        # array file -> (size, mtime, checksum) verified by this process: hashed once per entry
+        self._verified: dict[str, tuple[int, int, str | None]] = {}
 
     def sources(self, case: Case) -> dict[str, Any]:
         """Source files of a case that the config reads."""
@@ -111,32 +135,93 @@ class PreprocessCache:
     def entry(self, case: Case) -> Path:
         return self.root / f"{case['id']}-{self.key(case)}"
 
-    @staticmethod
-    def ready(entry: Path) -> bool:
-        """Whether the entry folder is complete (its ``meta.json`` is written last)."""
-        return (entry / "meta.json").exists()
+    def ready(self, entry: Path) -> bool:
+        """Whether the entry is complete and its arrays have the sizes ``meta.json`` records
+        (cheap: a stat per file; checksums are verified on load)."""
+        return self.problem(entry, checksums=False) is None
 
     def has(self, case: Case) -> bool:
         return self.ready(self.entry(case))
+
+    def _array_names(self) -> list[str]:
+        return ["image", "seg"] if self.config.with_seg else ["image"]
+
+    def problem(self, entry: Path, checksums: bool = True) -> str | None:
+        """What is wrong with an entry (None: usable). "absent" when it was never completed.
+
+        Sizes are checked every time; a file's checksum once per process, and again when its
+        size or mtime changes (`checksums=False`: sizes only).
+        """
+        try:
+            meta = json.loads((entry / META).read_text())
+        except FileNotFoundError:
+            return "absent"
+        except (OSError, ValueError) as err:
+            return f"{META} is unreadable ({err})"
+        files = meta.get("files") if isinstance(meta, dict) else None
+        if not isinstance(files, dict):
+            return f"{META} records no checksums"
+        for name in self._array_names():
+            info = files.get(f"{name}.npy")
+            path = entry / f"{name}.npy"
+            if not isinstance(info, dict):
+                return f"{META} records no {name}.npy"
+            try:
+                stat = path.stat()
+            except OSError:
+                return f"{name}.npy is missing"
+            if stat.st_size != info.get("bytes"):
+                return f"{name}.npy has {stat.st_size} bytes, {info.get('bytes')} were written"
+            if not checksums:
+                continue
+            seen = (stat.st_size, stat.st_mtime_ns, info.get("blake2b"))
+            if self._verified.get(str(path)) == seen:
+                continue
+            try:
+                if file_digest(path) != info.get("blake2b"):
+                    return f"{name}.npy was altered (its checksum differs from the written one)"
+            except OSError as err:
+                return f"{name}.npy cannot be read ({err})"
+            self._verified[str(path)] = seen
+        return None
 
     def load(self, case: Case, mmap: bool = True) -> dict[str, np.ndarray]:
         """Arrays of a prepared case (memory-mapped unless ``mmap`` is false).
 
         The entry of a case is looked up once per cache object (until the next ``prepare`` or
-        ``write``): source files edited during a run are only noticed by the next one.
+        ``write``): source files edited during a run are only noticed by the next one. A
+        damaged entry (array missing, truncated or altered) is rebuilt with a warning.
         """
         entry = self._loaded.get(case["id"])
-        if entry is None or not self.ready(entry):
+        if entry is None:
             entry = self.entry(case)
-        if not self.ready(entry):
+        problem = self.problem(entry)
+        for _ in range(5):  # another process may be renaming a damaged entry aside right now
+            if problem != "absent":
+                break
+            time.sleep(0.05)
+            problem = self.problem(entry)
+        if problem == "absent":
             raise DataError("not in the preprocessing cache", patient=case["id"], path=entry,
                             hint="call prepare() (the datamodule does it in prepare_data)")
+        if problem is None:
+            try:
+                out = self._read(entry, mmap)
+            except (OSError, ValueError) as err:  # replaced or damaged meanwhile
+                problem = f"cannot be read ({err})"
+            else:
+                self._loaded[case["id"]] = entry
+                return out
+        log.warning("[patient %s] preprocessing cache entry %s is damaged (%s): rebuilding it",
+                    case["id"], entry, problem)
+        arrays = self.compute(case)
+        self.write(case, arrays, entry=entry)
+        return arrays
+
+    def _read(self, entry: Path, mmap: bool) -> dict[str, np.ndarray]:
         mode = "r" if mmap else None
-        out = {"image": np.load(entry / "image.npy", mmap_mode=mode)}
-        if self.config.with_seg:
-            out["seg"] = np.load(entry / "seg.npy", mmap_mode=mode)
-        self._loaded[case["id"]] = entry
-        return out
+        return {name: np.load(entry / f"{name}.npy", mmap_mode=mode)
+                for name in self._array_names()}
 
     def compute(self, case: Case) -> dict[str, np.ndarray]:
         """Run the deterministic pipeline on one case (no cache involved)."""
@@ -162,29 +247,52 @@ class PreprocessCache:
     def write(self, case: Case, arrays: dict[str, np.ndarray], entry: Path | None = None) -> Path:
         """Store arrays atomically (temporary folder renamed into place) at `entry` (default:
         the case's entry now; pass the one taken before computing, so that a source file
-        edited meanwhile gives a stale key, never a stale entry)."""
+        edited meanwhile gives a stale key, never a stale entry).
+
+        When another process put a valid entry there first, it is kept and ours dropped; a
+        damaged one is renamed aside (never seen half-replaced) and then deleted.
+        """
         self._loaded.pop(case["id"], None)
         self.root.mkdir(parents=True, exist_ok=True)
         final = entry or self.entry(case)
         tmp = Path(tempfile.mkdtemp(prefix=f".{case['id']}-", dir=self.root))
         try:
+            files = {}
             for name, array in arrays.items():
                 np.save(tmp / f"{name}.npy", array)
+                path = tmp / f"{name}.npy"
+                files[path.name] = {"bytes": path.stat().st_size, "blake2b": file_digest(path)}
             meta = {"id": case["id"], "shape": list(arrays["image"].shape),
-                    "config": self.config.to_dict()}
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
+                    "config": self.config.to_dict(), "files": files}
+            (tmp / META).write_text(json.dumps(meta, indent=1))
+            self._publish(tmp, final)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
         return final
 
+    def _publish(self, tmp: Path, final: Path) -> None:
+        for _ in range(5):
+            try:
+                os.rename(tmp, final)  # atomic; fails when `final` exists and is not empty
+                return
+            except OSError as err:
+                if err.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                    raise
+            if self.problem(final) is None:
+                return  # a valid entry, written by another process: keep it
+            aside = final.with_name(f".{final.name}.damaged-{uuid.uuid4().hex[:8]}")
+            try:
+                os.rename(final, aside)
+            except FileNotFoundError:
+                continue  # another process moved it aside first
+            shutil.rmtree(aside, ignore_errors=True)
+        raise OSError(f"could not put the cache entry {final} into place")
+
     def get(self, case: Case) -> dict[str, np.ndarray]:
         """Load a case, computing and storing it first if absent (sources fingerprinted once)."""
         entry = self.entry(case)
-        if not self.ready(entry):
+        if self.problem(entry) is not None:
             self.write(case, self.compute(case), entry=entry)
         self._loaded[case["id"]] = entry
         return self.load(case)

@@ -281,20 +281,40 @@ def _numeric_patient_folders(split_dir: Path) -> tuple[dict[str, Path], list[tup
     return folders, problems
 
 
+def sequence_folders(patient_dir: Path) -> tuple[dict[str, Path], dict[str, list[Path]]]:
+    """Sub-folders of a patient named after an MRI sequence (any case or alias), by canonical
+    name, and the sequences that two or more folders name (``T1C/`` beside ``T1wCE/``,
+    ``flair/`` beside ``FLAIR/``): those are never picked from, but reported."""
+    named: dict[str, list[Path]] = {}
+    for folder in _subfolders(patient_dir):
+        try:
+            named.setdefault(canonical_sequence(folder.name), []).append(folder)
+        except KeyError:
+            continue
+    found = {seq: folders[0] for seq, folders in named.items() if len(folders) == 1}
+    duplicated = {seq: folders for seq, folders in named.items() if len(folders) > 1}
+    return found, duplicated
+
+
+def duplicate_problem(sequence: str, folders: Sequence[Path]) -> str:
+    """The message of a sequence that two folders of one patient name."""
+    return (f"{len(folders)} folders are sequence {sequence}: "
+            + " and ".join(str(f) for f in folders)
+            + " -> keep one (rename or move the other out of the patient folder)")
+
+
 def _series_images(
     patient_dir: Path, suffix: str, sequences: Sequence[str], require_all: bool
 ) -> tuple[dict[str, str], list[str]]:
     """Sequence -> series folder of one patient, and what is wrong with it."""
-    found: dict[str, Path] = {}
-    for folder in _subfolders(patient_dir):
-        try:
-            found.setdefault(canonical_sequence(folder.name), folder)
-        except KeyError:
-            continue
+    found, duplicated = sequence_folders(patient_dir)
     images: dict[str, str] = {}
     problems = []
     for sequence in sequences:
         folder = found.get(sequence)
+        if sequence in duplicated:
+            problems.append(duplicate_problem(sequence, duplicated[sequence]))
+            continue
         if folder is None:
             problem = f"missing sequence folder {patient_dir / sequence}"
         elif not any(f.suffix.lower() == suffix for f in folder.iterdir()):
@@ -435,10 +455,14 @@ _BRATS_HGG_LGG = _NiftiLayout("_", _BRATS2021.suffixes, "brats_hgg_lgg", "brats2
 
 
 def _nifti_file(folder: Path, layout: _NiftiLayout, suffix: str) -> Path | None:
-    """The ``.nii.gz`` (or ``.nii``) file of `suffix` in a case folder, if present."""
+    """The ``.nii.gz`` (or ``.nii``) file of `suffix` in a case folder, if present; both
+    present is a CohortError naming them (never a silent pick)."""
     stem = f"{folder.name}{layout.sep}{suffix}"
-    return next((p for p in (folder / f"{stem}.nii.gz", folder / f"{stem}.nii") if p.is_file()),
-                None)
+    present = [p for p in (folder / f"{stem}.nii.gz", folder / f"{stem}.nii") if p.is_file()]
+    if len(present) > 1:
+        raise CohortError(f"two files of one image: {present[0].name} and {present[1].name}",
+                          path=folder, hint="keep one of them")
+    return present[0] if present else None
 
 
 def _nifti_case(
@@ -454,14 +478,22 @@ def _nifti_case(
     images: dict[str, str] = {}
     problems = []
     for sequence in sequences:
-        path = _nifti_file(folder, layout, layout.suffixes[sequence])
+        try:
+            path = _nifti_file(folder, layout, layout.suffixes[sequence])
+        except CohortError as error:
+            problems.append(str(error))
+            continue
         if path is not None:
             images[sequence] = str(path)
         elif require_all:
             problems.append(f"missing {folder.name}{layout.sep}{layout.suffixes[sequence]}.nii.gz")
     if not images and not problems:
         problems.append(f"no image file in {folder}")
-    seg = _nifti_file(folder, layout, "seg")
+    try:
+        seg = _nifti_file(folder, layout, "seg")
+    except CohortError as error:
+        problems.append(str(error))
+        seg = None
     if seg is None and require_seg:
         problems.append(f"missing {folder.name}{layout.sep}seg.nii.gz")
     case = _case(pid, images, labels, layout.source,

@@ -1,11 +1,17 @@
-"""Convert RSNA-MICCAI DICOM series to BraTS-style NIfTI files in RAS orientation.
+"""Convert RSNA-MICCAI DICOM series to a BraTS 2021 cohort of NIfTI files in RAS orientation.
 
-    python -m radiogenomics.data.convert IN OUT [--workers N]
+    python -m radiogenomics.data.convert IN OUT [--workers N] [--skip-invalid-files] [--overwrite]
 
 IN is one patient folder (``<id>/{FLAIR,T1w,T1wCE,T2w}/*.dcm``) or a cohort
 (``IN/train/<id>/...``, ``IN/test/<id>/...`` or ``IN/<id>/...``). Each series becomes
-``OUT/<id>/<id>_{flair,t1,t1ce,t2}.nii.gz``; series that cannot be converted are listed at
-the end and in ``OUT/conversion_errors.csv``, and the exit code is 1.
+``OUT/BraTS2021_<id>/BraTS2021_<id>_{flair,t1,t1ce,t2}.nii.gz`` (numeric ids, padded to five
+digits), which ``data=brats data.root=OUT`` reads as is; ``IN/train_labels.csv`` is copied to
+``OUT``. A multi-volume (4D) series is written as one 4D NIfTI, as dcm2niix does (training
+refuses it). Files left out of a series (not DICOM, no pixel data, a localizer...) are listed
+in ``OUT/conversion_notes.csv``; series that cannot be converted are listed at the end and in
+``OUT/conversion_errors.csv``, and the exit code is 1. Nothing is written under IN. An
+input or output folder that cannot be used (missing, no patient, OUT inside IN, OUT already
+holding files the conversion would replace: ``--overwrite``) exits with 2 before any work.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import argparse
 import csv
 import multiprocessing
 import os
+import shutil
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -25,10 +32,13 @@ from tqdm import tqdm
 from radiogenomics.data.case import SEQUENCES, canonical_sequence
 from radiogenomics.data.errors import CohortError, DataError
 from radiogenomics.data.nifti import write_nifti
-from radiogenomics.data.readers import load_volume
+from radiogenomics.data.readers import Volume, load_volumes
 
 BRATS_SUFFIXES: dict[str, str] = {"FLAIR": "flair", "T1w": "t1", "T1wCE": "t1ce", "T2w": "t2"}
 ERRORS_FILE = "conversion_errors.csv"
+NOTES_FILE = "conversion_notes.csv"
+LABEL_TABLES = ("train_labels.csv",)
+"""Label tables of IN copied to OUT, so that training on OUT finds the labels."""
 
 
 @dataclass(frozen=True)
@@ -41,13 +51,23 @@ class Failure:
     error: str
 
 
+@dataclass(frozen=True)
+class Note:
+    """Something a converted series left out or holds that its user should know."""
+
+    patient: str
+    series: str
+    note: str
+
+
 @dataclass
 class ConversionReport:
-    """What a conversion wrote and what it could not convert."""
+    """What a conversion wrote, what it left out of series and what it could not convert."""
 
     patients: list[str] = field(default_factory=list)
     written: list[Path] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
+    notes: list[Note] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -62,19 +82,28 @@ class ConversionReport:
         ]
         for f in sorted(self.failures, key=lambda f: (f.patient, f.series)):
             lines.append(f"  {f.patient} {f.series}: {f.error}")
+        if self.notes:
+            lines.append(f"{len(self.notes)} note(s) on converted series:")
+            lines += [f"  {n.patient} {n.series}: {n.note}" for n in self.notes]
         return "\n".join(lines)
+
+
+def _sequence_candidates(folder: Path) -> dict[str, list[Path]]:
+    """Sub-folders of a patient folder that name a known sequence, by canonical name (all of
+    them: `T1C/` beside `T1wCE/` gives two folders for T1wCE)."""
+    found: dict[str, list[Path]] = {}
+    for child in sorted(folder.iterdir()):
+        if child.is_dir():
+            try:
+                found.setdefault(canonical_sequence(child.name), []).append(child)
+            except KeyError:
+                continue
+    return found
 
 
 def _sequence_folders(folder: Path) -> dict[str, Path]:
     """Sub-folders of a patient folder that name a known sequence, by canonical name."""
-    found = {}
-    for child in sorted(folder.iterdir()):
-        if child.is_dir():
-            try:
-                found[canonical_sequence(child.name)] = child
-            except KeyError:
-                continue
-    return found
+    return {name: folders[0] for name, folders in _sequence_candidates(folder).items()}
 
 
 def find_patients(in_dir: str | Path) -> dict[str, Path]:
@@ -82,7 +111,8 @@ def find_patients(in_dir: str | Path) -> dict[str, Path]:
     in_dir = Path(in_dir)
     if not in_dir.is_dir():
         raise CohortError(
-            "input folder does not exist", path=in_dir,
+            "input is a file, not a folder" if in_dir.exists() else "input folder does not exist",
+            path=in_dir,
             hint="give a patient folder (<id>/FLAIR/...) or a cohort (train/<id>/...)",
         )
     if _sequence_folders(in_dir):
@@ -114,61 +144,211 @@ def _as_stored(array: np.ndarray) -> np.ndarray:
     return np.asarray(array, dtype=np.float32)
 
 
-def convert_patient(patient: str, folder: Path, out_dir: Path) -> tuple[list[Path], list[Failure]]:
-    """Convert the four series of one patient; failures are returned, not raised."""
-    series = _sequence_folders(folder)
-    written, failures = [], []
+def case_name(patient: str) -> str:
+    """The BraTS 2021 case folder of a patient: ``BraTS2021_XXXXX`` for a numeric (RSNA) id."""
+    return f"BraTS2021_{int(patient):05d}" if patient.isdigit() and len(patient) <= 5 else patient
+
+
+def _stack_volumes(volumes: list[Volume]) -> tuple[np.ndarray, np.ndarray]:
+    """One 3D array, or the 4D array of a multi-volume series, and its affine."""
+    first = volumes[0]
+    for volume in volumes[1:]:
+        if volume.array.shape != first.array.shape or not np.allclose(
+            volume.affine, first.affine, atol=1e-3
+        ):
+            raise DataError(
+                f"{first.meta.get('series_layout', 'multi-volume series')}, but its volumes lie "
+                "on different grids: cannot be written as one 4D image",
+                hint="convert the series with dcm2niix, or keep one volume's files",
+            )
+    if len(volumes) == 1:
+        return first.array, first.affine
+    return np.stack([volume.array for volume in volumes], axis=-1), first.affine
+
+
+def convert_patient(
+    patient: str, folder: Path, out_dir: Path, skip_invalid_files: bool = False,
+    philips_precise: bool = False,
+) -> tuple[list[Path], list[Failure], list[Note]]:
+    """Convert the four series of one patient; failures are returned, not raised.
+
+    Reader options: see `radiogenomics.data.dicom.read_dicom_series`.
+    """
+    candidates = _sequence_candidates(folder)
+    series = {name: folders[0] for name, folders in candidates.items()}
+    written, failures, notes = [], [], []
+    case = case_name(patient)
     for sequence in SEQUENCES:
         if sequence not in series:
             failures.append(Failure(patient, sequence, str(folder), "series folder missing"))
             continue
-        target = out_dir / patient / f"{patient}_{BRATS_SUFFIXES[sequence]}.nii.gz"
+        if len(candidates[sequence]) > 1:  # never pick one of two series silently
+            both = " and ".join(str(path) for path in candidates[sequence])
+            failures.append(Failure(
+                patient, sequence, str(folder),
+                f"patient {patient}: two folders of one sequence ({sequence}): {both} -> keep "
+                "one (rename or move the other out of the patient folder)"))
+            continue
+        target = out_dir / case / f"{case}_{BRATS_SUFFIXES[sequence]}.nii.gz"
         try:
-            volume = load_volume(series[sequence], patient=patient)
-            written.append(write_nifti(_as_stored(volume.array), volume.affine, target))
+            options = {"skip_invalid_files": skip_invalid_files, "philips_precise": philips_precise}
+            options = {key: True for key, value in options.items() if value}
+            volumes = load_volumes(series[sequence], patient=patient, **options)
+            array, affine = _stack_volumes(volumes)
+            written.append(write_nifti(_as_stored(array), affine, target))
         except DataError as error:
             failures.append(Failure(patient, sequence, error.path or str(folder), str(error)))
+            continue
         except Exception as error:  # one bad series must not stop the cohort
             message = f"unexpected {type(error).__name__}: {error}"
             failures.append(Failure(patient, sequence, str(series[sequence]), message))
-    return written, failures
+            continue
+        notes += [Note(patient, sequence, f"skipped {item}")
+                  for item in volumes[0].meta.get("skipped", [])]
+        if len(volumes) > 1:
+            notes.append(Note(patient, sequence, f"{volumes[0].meta['series_layout']}: written "
+                              f"as one 4D NIfTI of {len(volumes)} volumes; training takes one "
+                              "3D volume per sequence"))
+    if case == patient:
+        notes.append(Note(patient, "-", "id is not numeric: written as <id>/<id>_<seq>.nii.gz, "
+                          "which data=brats does not read (it needs BraTS2021_XXXXX folders)"))
+    return written, failures, notes
+
+
+def _check_output(in_dir: Path, out_dir: Path) -> None:
+    """Refuse an output folder inside the input: conversion never writes under IN."""
+    source, target = in_dir.resolve(), out_dir.resolve()
+    if target == source or source in target.parents:
+        raise CohortError(
+            "the output folder is inside the input folder", path=out_dir,
+            hint=f"choose an output folder outside {in_dir}: the input is never written to",
+        )
+
+
+def _targets(in_dir: Path, out_dir: Path, patients: dict[str, Path]) -> list[Path]:
+    """Every file a conversion of `patients` may write in `out_dir`."""
+    targets = [out_dir / ERRORS_FILE, out_dir / NOTES_FILE]
+    targets += [out_dir / name for name in LABEL_TABLES if (in_dir / name).is_file()]
+    for patient in patients:
+        case = case_name(patient)
+        targets += [out_dir / case / f"{case}_{suffix}.nii.gz"
+                    for suffix in BRATS_SUFFIXES.values()]
+    return targets
+
+
+def _prepare_output(in_dir: Path, out_dir: Path, patients: dict[str, Path],
+                    overwrite: bool) -> None:
+    """Make `out_dir`, refusing to replace files already there unless `overwrite`.
+
+    With `overwrite`, the files this conversion writes are removed first (so that a series
+    that fails now leaves no stale file of an earlier conversion); other files are kept.
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CohortError(
+            "the output path exists and is not a folder", path=out_dir,
+            hint="give a new or empty folder as OUT (it is created if needed)",
+        )
+    existing = [path for path in _targets(in_dir, out_dir, patients)
+                if path.exists() or path.is_symlink()]
+    if existing and not overwrite:
+        shown = ", ".join(str(path.relative_to(out_dir)) for path in existing[:4])
+        more = f" and {len(existing) - 4} more" if len(existing) > 4 else ""
+        raise CohortError(
+            f"the output folder already holds {len(existing)} file(s) this conversion would "
+            f"replace ({shown}{more})", path=out_dir,
+            hint="choose a new or empty output folder, or pass --overwrite to replace the "
+            "files the converter writes (other files are kept)",
+        )
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for path in existing:
+            if path.is_dir() and not path.is_symlink():
+                raise CohortError(
+                    "a folder stands where the converter writes a file", path=path,
+                    hint="move it out of the output folder, or choose another output folder",
+                )
+            path.unlink()
+    except OSError as error:
+        raise CohortError(
+            f"cannot write to the output folder ({error.strerror or error})", path=out_dir,
+            hint="choose a folder you can write to",
+        ) from error
+
+
+def _copy_labels(in_dir: Path, out_dir: Path) -> list[Path]:
+    """Copy IN's label tables to OUT (atomically), so a cohort layout finds the labels."""
+    copied = []
+    for name in LABEL_TABLES:
+        source = in_dir / name
+        if source.is_file():
+            temp = out_dir / f".{name}.tmp"
+            shutil.copyfile(source, temp)
+            os.replace(temp, out_dir / name)
+            copied.append(out_dir / name)
+    return copied
 
 
 def convert_cohort(
-    in_dir: str | Path, out_dir: str | Path, workers: int | None = None, progress: bool = False
+    in_dir: str | Path,
+    out_dir: str | Path,
+    workers: int | None = None,
+    progress: bool = False,
+    skip_invalid_files: bool = False,
+    philips_precise: bool = False,
+    overwrite: bool = False,
 ) -> ConversionReport:
     """Convert every patient under `in_dir` into `out_dir`, `workers` patients at a time.
 
-    Writes ``out_dir/conversion_errors.csv`` (header only when all went well).
+    Writes ``out_dir/conversion_errors.csv`` (header only when all went well) and
+    ``out_dir/conversion_notes.csv`` (what was left out of series, 4D series), and copies
+    ``in_dir/train_labels.csv``. `skip_invalid_files` leaves unreadable DICOM images out of
+    their series (noted) instead of failing the series; `philips_precise` writes Philips
+    "floating point" values (private ScaleSlope, as dcm2niix -p y) instead of displayed ones.
+    A file of `out_dir` that the conversion would replace is an error (CohortError, before
+    any work) unless `overwrite`, which removes those files first; other files are kept.
     """
     patients = find_patients(in_dir)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    _check_output(Path(in_dir), out_dir)
+    _prepare_output(Path(in_dir), out_dir, patients, overwrite)
     workers = max(1, workers or os.cpu_count() or 1)
     report = ConversionReport(patients=sorted(patients))
     bar = tqdm(total=len(patients), unit="patient", disable=not progress)
     if workers == 1 or len(patients) == 1:
         results = []
         for pid, folder in patients.items():
-            results.append(convert_patient(pid, folder, out_dir))
+            results.append(convert_patient(pid, folder, out_dir, skip_invalid_files,
+                                           philips_precise))
             bar.update()
     else:
         # spawn: forking a process that runs threads (tqdm's monitor) can deadlock.
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(min(workers, len(patients)), mp_context=context) as pool:
-            futures = [pool.submit(convert_patient, pid, f, out_dir) for pid, f in patients.items()]
+            futures = [pool.submit(convert_patient, pid, f, out_dir, skip_invalid_files,
+                                   philips_precise) for pid, f in patients.items()]
             results = []
             for future in as_completed(futures):
                 results.append(future.result())
                 bar.update()
     bar.close()
-    for written, failures in results:
+    for written, failures, notes in results:
         report.written.extend(written)
         report.failures.extend(failures)
+        report.notes.extend(notes)
     report.written.sort()
     report.failures.sort(key=lambda f: (f.patient, f.series))
+    report.notes.sort(key=lambda n: (n.patient, n.series))
     _write_errors(report.failures, out_dir / ERRORS_FILE)
+    _write_notes(report.notes, out_dir / NOTES_FILE)
+    _copy_labels(Path(in_dir), out_dir)
     return report
+
+
+def _write_notes(notes: list[Note], path: Path) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["patient", "series", "note"])
+        writer.writerows([n.patient, n.series, n.note] for n in notes)
 
 
 def _write_errors(failures: list[Failure], path: Path) -> None:
@@ -185,17 +365,39 @@ def main(argv: list[str] | None = None) -> int:
         description="Convert RSNA-MICCAI DICOM series to BraTS-style NIfTI (RAS) files.",
     )
     parser.add_argument("input", type=Path, help="a patient folder or an RSNA-style cohort")
-    parser.add_argument("output", type=Path, help="folder for <id>/<id>_<seq>.nii.gz")
+    parser.add_argument(
+        "output", type=Path,
+        help="folder for BraTS2021_<id>/BraTS2021_<id>_<seq>.nii.gz (read by data=brats)",
+    )
     parser.add_argument(
         "--workers", type=int, default=None,
         help="patients converted in parallel (default: all cores)",
     )
+    parser.add_argument(
+        "--skip-invalid-files", action="store_true",
+        help="leave unreadable DICOM images (truncated, undecodable) out of their series, "
+        "listed in conversion_notes.csv, instead of failing the series",
+    )
+    parser.add_argument(
+        "--philips-precise", action="store_true",
+        help="Philips series: write the 'floating point' values FP = (SV*RS+RI)/(RS*SS) of the "
+        "private ScaleSlope (as dcm2niix -p y) instead of the displayed SV*RS+RI",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="replace the files an earlier conversion wrote in OUT (refused by default); "
+        "other files in OUT are kept",
+    )
     args = parser.parse_args(argv)
+    if args.workers is not None and args.workers < 1:
+        parser.error(f"--workers must be at least 1, not {args.workers}")
     try:
-        report = convert_cohort(args.input, args.output, args.workers, progress=True)
-    except CohortError as error:
+        report = convert_cohort(args.input, args.output, args.workers, progress=True,
+                                skip_invalid_files=args.skip_invalid_files,
+                                philips_precise=args.philips_precise, overwrite=args.overwrite)
+    except DataError as error:  # bad input or output folder: exit 2, as train.py and predict.py
         print(f"error: {error}", file=sys.stderr)
-        return 1
+        return 2
     print(report.summary())
     if not report.ok:
         print(f"failures written to {args.output / ERRORS_FILE}")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import logging
+import numbers
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,15 +19,92 @@ from torch.utils.data import DataLoader, Dataset
 
 from radiogenomics.data.augment import AugmentConfig, augmentation
 from radiogenomics.data.cache import PreprocessCache
-from radiogenomics.data.case import Case
+from radiogenomics.data.case import SEQUENCES, Case, canonical_sequence
 from radiogenomics.data.cohorts import COHORTS, load_cohort, require_label
-from radiogenomics.data.errors import CohortError
+from radiogenomics.data.errors import CohortError, ConfigError
 from radiogenomics.data.splits import load_or_create_splits
 from radiogenomics.data.transforms import PreprocessConfig
 
 log = logging.getLogger(__name__)
 
 SEGMENTATION_TARGET = "seg"
+
+
+def default_data_dir() -> Path:
+    """``$RADIOGENOMICS_HOME/data``, else ``./data``: where derived files go when no config
+    names a folder (the configs always do: ``paths.data_dir``)."""
+    return Path(os.environ.get("RADIOGENOMICS_HOME") or ".") / "data"
+
+
+def cohort_key(root: str | Path) -> str:
+    """A folder name for the derived files of the cohort at `root`: its name and a short hash
+    of its absolute path (two cohorts of one name never share their splits)."""
+    path = Path(root).expanduser().absolute()
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:8]
+    return f"{path.name or 'root'}-{digest}"
+
+
+def _integer(value: Any, key: str, minimum: int | None = None) -> int:
+    """`value` as an int (a whole float such as 2.0 too); ConfigError otherwise."""
+    whole = (isinstance(value, numbers.Integral) and not isinstance(value, bool)
+             or isinstance(value, float) and value.is_integer())
+    if not whole:
+        raise ConfigError(f"must be a whole number, not {value!r}", key=key)
+    number = int(value)
+    if minimum is not None and number < minimum:
+        raise ConfigError(f"must be at least {minimum}, not {number}", key=key)
+    return number
+
+
+def _sizes(value: Any, key: str, count: int = 3) -> tuple[int, ...]:
+    """`count` positive whole numbers."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != count:
+        raise ConfigError(f"must be a list of {count} positive whole numbers, not {value!r}",
+                          key=key, hint=f"e.g. {key}=[32,32,32]" if count == 3 else None)
+    sizes = []
+    for item in value:
+        try:
+            sizes.append(_integer(item, key, minimum=1))
+        except ConfigError:
+            raise ConfigError(f"must be a list of {count} positive whole numbers, not "
+                              f"{list(value)!r}", key=key) from None
+    return tuple(sizes)
+
+
+def _spacing(value: Any) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 3:
+        raise ConfigError(f"must be 3 voxel sizes in mm (or null), not {value!r}",
+                          key="data.spacing")
+    if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) and np.isfinite(v)
+               and v > 0 for v in value):
+        raise ConfigError(f"voxel sizes must be positive numbers, not {list(value)!r}",
+                          key="data.spacing")
+    return tuple(float(v) for v in value)
+
+
+def canonical_sequences(sequences: Any) -> tuple[str, ...]:
+    """Sequence names as the cohorts name them, whatever their case or alias
+    (``[t1wce, flair]`` -> ``(T1wCE, FLAIR)``); ConfigError naming those that exist."""
+    if isinstance(sequences, str):
+        sequences = [sequences]
+    if not isinstance(sequences, Sequence) or not sequences:
+        raise ConfigError(f"must name at least one sequence, not {sequences!r}",
+                          key="data.sequences", hint=f"choose among {list(SEQUENCES)}")
+    names = []
+    for name in sequences:
+        try:
+            names.append(canonical_sequence(str(name)))
+        except KeyError:
+            raise ConfigError(f"unknown MRI sequence {name!r}", key="data.sequences",
+                              hint=f"the sequences are {', '.join(SEQUENCES)} (any case; "
+                                   "aliases such as t1ce, t1c, t2f are accepted)") from None
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ConfigError(f"{list(sequences)} names {', '.join(repeated)} more than once",
+                          key="data.sequences", hint="list each sequence once")
+    return tuple(names)
 
 
 class CachedVolumeDataset(Dataset):
@@ -91,6 +170,7 @@ class MRIDataModule(pl.LightningDataModule):
         n_folds: int = 5,
         split_seed: int = 42,
         splits_file: str | None = None,
+        splits_dir: str | None = None,
         test_split: str = "val",
         batch_size: int = 8,
         num_workers: int | None = None,
@@ -102,22 +182,31 @@ class MRIDataModule(pl.LightningDataModule):
         cohort_options: dict[str, Any] | None = None,
         synthetic: dict[str, Any] | None = None,
         on_error: str = "raise",
+        skip_invalid_files: bool = False,
     ) -> None:
         super().__init__()
         if on_error not in ("raise", "skip"):
-            raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
-        if not 0 <= fold < n_folds:
-            raise ValueError(f"data.fold={fold} is outside 0..{n_folds - 1} (data.n_folds)")
+            raise ConfigError(f"must be 'raise' or 'skip', not {on_error!r}", key="data.on_error")
+        n_folds = _integer(n_folds, "data.n_folds", minimum=2)
+        fold = _integer(fold, "data.fold", minimum=0)
+        if fold >= n_folds:
+            raise ConfigError(f"{fold} is outside 0..{n_folds - 1} (data.n_folds={n_folds})",
+                              key="data.fold", hint=f"choose a fold from 0 to {n_folds - 1}")
+        split_seed = _integer(split_seed, "data.split_seed")
+        batch_size = _integer(batch_size, "data.batch_size", minimum=1)
+        if slab is not None:
+            slab = _integer(slab, "data.slab", minimum=1)
         self.layout = layout
         self.root = Path(root)
         self.target = target
-        self.sequences = tuple(sequences)
+        self.sequences = canonical_sequences(sequences)
         self.preprocess = PreprocessConfig(
             sequences=self.sequences,
-            spacing=tuple(spacing) if spacing is not None else None,
-            spatial_size=tuple(spatial_size),
+            spacing=_spacing(spacing),
+            spatial_size=_sizes(spatial_size, "data.spatial_size"),
             with_seg=target == SEGMENTATION_TARGET,
             slab=slab,
+            skip_invalid_files=bool(skip_invalid_files),
         )
         self.fold, self.n_folds, self.split_seed = fold, n_folds, split_seed
         self.splits_file = splits_file
@@ -127,12 +216,16 @@ class MRIDataModule(pl.LightningDataModule):
         self.num_workers = num_workers if num_workers is not None else min(4, cpus // 2)
         self.prepare_workers = prepare_workers if prepare_workers is not None else cpus
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
-        self.cache = PreprocessCache(cache_dir or self.root / ".cache", self.preprocess)
+        # derived files never go under data.root (it may be read-only, and it is the user's)
+        cache_root = Path(cache_dir) if cache_dir else default_data_dir() / "cache" / layout
+        self.splits_dir = Path(splits_dir) if splits_dir else cache_root / "splits"
+        self.cache = PreprocessCache(cache_root, self.preprocess)
         self.augment = AugmentConfig(**augment) if augment else None
         if patch_size is not None and target != SEGMENTATION_TARGET:
-            raise ValueError("data.patch_size crops training patches around the tumour mask: "
-                             f"it needs target seg, not {target!r} -> set it to null")
-        self.patch_size = tuple(patch_size) if patch_size is not None else None
+            raise ConfigError("crops training patches around the tumour mask: it needs target "
+                              f"seg, not {target!r}", key="data.patch_size", hint="set it to null")
+        self.patch_size = (_sizes(patch_size, "data.patch_size") if patch_size is not None
+                           else None)
         self.cohort_options = dict(cohort_options or {})
         self.synthetic = synthetic
         self.on_error = on_error
@@ -164,17 +257,11 @@ class MRIDataModule(pl.LightningDataModule):
     def prepare_data(self) -> None:
         """Generate the synthetic cohort if absent, then fill the preprocessing cache.
 
-        Only the ``synthetic`` layout is ever generated: a real cohort's root is never written.
+        Only a ``synthetic`` root that does not exist yet is ever generated (into a temporary
+        sibling folder renamed into place); an existing root is read as it is, never written:
+        one whose cohort was generated with other settings than ``data.synthetic`` is an error.
         """
-        generate = self.synthetic is not None and self.layout == "synthetic"
-        if generate:
-            from radiogenomics.data.synthetic import generate_cohort
-
-            if not (self.root / "cohort.json").exists():
-                log.info("generating synthetic cohort in %s", self.root)
-            # returns at once when the cohort exists with these settings; a cohort generated
-            # with other settings is regenerated, any other content of the folder is an error
-            generate_cohort(self.root, **{"replace_stale": True, **self.synthetic})
+        self.ensure_synthetic()
         cases = require_label(self._cohort("train"), self.target, self.layout)
         if self._has_test_split():
             cases += self._cohort("test")
@@ -182,6 +269,14 @@ class MRIDataModule(pl.LightningDataModule):
         if report.prepared:
             log.info("preprocessing cache: %s", report.summary())
         self._handle_failures(report.failed)
+
+    def ensure_synthetic(self) -> None:
+        """Generate the configured synthetic cohort at ``root`` when absent; check it when not."""
+        if self.synthetic is None or self.layout != "synthetic":
+            return
+        from radiogenomics.data.synthetic import ensure_cohort
+
+        ensure_cohort(self.root, **dict(self.synthetic))
 
     def _handle_failures(self, failed: dict[str, str]) -> None:
         if not failed:
@@ -218,11 +313,11 @@ class MRIDataModule(pl.LightningDataModule):
             raise CohortError("no usable case in the cohort", path=self.root,
                               hint="check data.root and data.layout")
         labelled = require_label(cases, self.target, self.layout)
-        splits_path = Path(self.splits_file) if self.splits_file else (
-            self.root / f"splits_{self.target}_{self.n_folds}fold_seed{self.split_seed}.json")
+        splits_path = self.splits_path()
         stratify = None if self.target == SEGMENTATION_TARGET else self.target
         self.splits = load_or_create_splits(splits_path, labelled, stratify, self.n_folds,
                                             self.split_seed)
+        log.info("splits: %s", splits_path)
         fold = self.splits["folds"][self.fold]
         by_id = {c["id"]: c for c in labelled}
         self.train_cases = [by_id[i] for i in fold["train"] if i in by_id]
@@ -234,6 +329,22 @@ class MRIDataModule(pl.LightningDataModule):
             self.test_cases = list(self.val_cases)
         log.info("fold %d/%d: %d train, %d val, %d test patients", self.fold, self.n_folds,
                  len(self.train_cases), len(self.val_cases), len(self.test_cases))
+
+    def splits_path(self) -> Path:
+        """Where the splits are read from, or written to when absent.
+
+        ``data.splits_file`` when set; else a file made earlier beside the data
+        (``ROOT/splits_<target>_<k>fold_seed<seed>.json``, read as it is); else
+        ``<splits_dir>/<cohort name>-<hash of its path>/splits_<target>_<k>fold_seed<seed>.json``:
+        nothing is ever written under ``data.root``.
+        """
+        if self.splits_file:
+            return Path(self.splits_file)
+        name = f"splits_{self.target}_{self.n_folds}fold_seed{self.split_seed}.json"
+        beside_data = self.root / name
+        if beside_data.is_file():
+            return beside_data
+        return self.splits_dir / cohort_key(self.root) / name
 
     def _dataset(self, cases: list[Case], train: bool) -> CachedVolumeDataset:
         transform = augmentation(self.augment, with_seg=self.preprocess.with_seg,

@@ -184,15 +184,21 @@ def write_enhanced(
     seed: int = 0,
     transfer_syntax: str = ExplicitVRLittleEndian,
 ) -> Path:
-    """Write `volume` as one Enhanced MR multi-frame file, geometry in functional groups."""
-    cut = _cut(volume, affine, plane, rescale_slope, rescale_intercept)
+    """Write `volume` as one Enhanced MR multi-frame file, geometry in functional groups.
+
+    A 4D `volume` (time last) is written volume after volume, each frame's
+    ``TemporalPositionIndex`` (FrameContentSequence) naming its volume.
+    """
+    volumes = [volume] if volume.ndim == 3 else [volume[..., t] for t in range(volume.shape[3])]
+    cuts = [_cut(v, affine, plane, rescale_slope, rescale_intercept) for v in volumes]
+    cut = cuts[0]
     series_uid = _uid(seed, patient_id, series_description, "enhanced series")
     ds = _header(EnhancedMRImageStorage, _uid(series_uid, 0), patient_id, series_description)
     ds.StudyInstanceUID = _uid(seed, patient_id, "study")
     ds.SeriesInstanceUID = series_uid
     ds.FrameOfReferenceUID = _uid(seed, patient_id, ds.StudyInstanceUID, "frame")
     ds.SeriesNumber, ds.InstanceNumber = 1, 1
-    ds.NumberOfFrames = len(cut.pixels)
+    ds.NumberOfFrames = len(cut.pixels) * len(cuts)
     ds.SharedFunctionalGroupsSequence = Sequence([_item(
         PixelMeasuresSequence=_item(
             PixelSpacing=[_ds(v) for v in cut.pixel_spacing],
@@ -208,10 +214,12 @@ def write_enhanced(
         ),
     )])
     ds.PerFrameFunctionalGroupsSequence = Sequence([
-        _item(PlanePositionSequence=_item(ImagePositionPatient=[_ds(v) for v in position]))
-        for position in cut.positions
+        _item(PlanePositionSequence=_item(ImagePositionPatient=[_ds(v) for v in position]),
+              **({"FrameContentSequence": _item(TemporalPositionIndex=t + 1)}
+                 if len(cuts) > 1 else {}))
+        for t in range(len(cuts)) for position in cut.positions
     ])
-    _set_pixels(ds, cut.pixels, transfer_syntax)
+    _set_pixels(ds, np.concatenate([c.pixels for c in cuts]), transfer_syntax)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)

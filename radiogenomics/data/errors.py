@@ -50,3 +50,20 @@ class CohortError(DataError):
 
 class LabelError(DataError):
     """A label that is missing, unknown, or not provided by the chosen cohort."""
+
+
+class ConfigError(RadiogenomicsError, ValueError):
+    """A config value that cannot work (named by its key), found before any work is done."""
+
+    def __init__(self, message: str, *, key: str | None = None, hint: str | None = None) -> None:
+        self.reason = message
+        self.key = key
+        self.hint = hint
+        text = f"{key}: {message}" if key else message
+        if hint:
+            text += f" -> {hint}"
+        super().__init__(text)
+
+
+class TrainingError(RadiogenomicsError):
+    """Training that cannot go on (a NaN or infinite loss, metric or weight), with what to try."""

@@ -30,9 +30,14 @@ def read_nifti(path: str | Path, patient: str | None = None) -> Volume:
         if image.ndim == 4 and image.shape[3] == 1:
             image = image.slicer[..., 0]
         if image.ndim != 3:
+            volumes = (f"a 4D image of {image.shape[3]} volumes" if image.ndim == 4
+                       else f"an image of shape {image.shape}")
             raise NiftiError(
-                f"expected a 3D image, got shape {image.shape}", patient=patient, path=path,
-                hint="split multi-volume (4D) files into one file per volume",
+                f"{volumes}: training takes one 3D volume per sequence (a multi-volume series "
+                "such as fMRI, DWI, multi-echo or magnitude+phase cannot be used as is)",
+                patient=patient, path=path,
+                hint="write the volume to use as its own 3D file (e.g. with nibabel: "
+                "image.slicer[..., k]) in place of this one, or drop the case",
             )
         image = nib.as_closest_canonical(image)
         array = np.asfortranarray(image.get_fdata(dtype=np.float32))

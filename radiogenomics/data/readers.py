@@ -52,10 +52,20 @@ def _has_dicom_preamble(path: Path) -> bool:
         return handle.read(132)[128:] == b"DICM"
 
 
+def _is_dicom(path: Path) -> bool:
+    """Whether `path` goes to the DICOM reader (a folder of slices, a DICOM file, or missing)."""
+    if is_nifti(path):
+        return False
+    if path.is_dir():
+        return not any(p.suffix.lower() == ".png" for p in path.iterdir())
+    return not path.is_file() or path.suffix.lower() in DICOM_SUFFIXES or _has_dicom_preamble(path)
+
+
 def load_volume(path: str | Path, patient: str | None = None, **options: Any) -> Volume:
     """Read a DICOM series folder, a DICOM file, a NIfTI file or a PNG series folder (RAS+).
 
-    `options` go to the DICOM reader (e.g. ``skip_invalid_files=True``).
+    `options` go to the DICOM reader (e.g. ``skip_invalid_files=True``, config key
+    ``data.skip_invalid_files``). A multi-volume (4D) DICOM series or NIfTI file is refused.
     """
     # Imported here: both readers build Volume objects from this module.
     from radiogenomics.data.dicom import read_dicom
@@ -65,13 +75,23 @@ def load_volume(path: str | Path, patient: str | None = None, **options: Any) ->
     path = Path(path)
     if is_nifti(path):
         return read_nifti(path, patient=patient)
-    if path.is_dir() and any(p.suffix.lower() == ".png" for p in path.iterdir()):
-        return read_png_volume(path, patient=patient)
-    if not path.is_file() or path.suffix.lower() in DICOM_SUFFIXES or _has_dicom_preamble(path):
+    if _is_dicom(path):
         return read_dicom(path, patient=patient, **options)
+    if path.is_dir():
+        return read_png_volume(path, patient=patient)
     raise DataError(
         "unknown image format",
         patient=patient,
         path=path,
         hint="give a DICOM series folder, a .dcm file or a .nii/.nii.gz file",
     )
+
+
+def load_volumes(path: str | Path, patient: str | None = None, **options: Any) -> list[Volume]:
+    """Every volume of an image, as `load_volume` reads it: several for a 4D DICOM series."""
+    from radiogenomics.data.dicom import read_dicom_series
+
+    path = Path(path)
+    if _is_dicom(path):
+        return read_dicom_series(path, patient=patient, **options)
+    return [load_volume(path, patient=patient, **options)]

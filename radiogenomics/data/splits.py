@@ -1,4 +1,5 @@
-"""Patient-level k-fold splits, stored as a JSON file next to the data that users may edit.
+"""Patient-level k-fold splits, stored as a JSON file (beside the cache, never under the data
+root) that users may edit.
 
 File format (ids only, never names)::
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -16,6 +17,8 @@ from radiogenomics.data.errors import DataError, NiftiError
 from radiogenomics.data.labels import to_internal
 from radiogenomics.data.readers import is_nifti, load_volume
 from radiogenomics.data.resample import ResampleCropResized, SeparableResized
+
+log = logging.getLogger(__name__)
 
 SOURCE_KEY = "filename_or_obj"
 """MetaTensor meta key of the file or series an image was read from (MONAI's name)."""
@@ -39,6 +42,8 @@ class PreprocessConfig:
     crop_foreground: bool = True
     slab: int | None = None
     dtype: str = "float16"
+    skip_invalid_files: bool = False
+    """Leave unreadable DICOM images out of a series (listed in the log) instead of failing."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -54,14 +59,18 @@ class PreprocessConfig:
 class LoadVolumed(mt.MapTransform):
     """Read each image (DICOM series folder or NIfTI file) as a channel-first MetaTensor in RAS."""
 
-    def __init__(self, keys: Sequence[str], patient_key: str = "id") -> None:
+    def __init__(self, keys: Sequence[str], patient_key: str = "id",
+                 skip_invalid_files: bool = False) -> None:
         super().__init__(keys)
         self.patient_key = patient_key
+        self.options = {"skip_invalid_files": True} if skip_invalid_files else {}
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
-            volume = load_volume(d[key], patient=d.get(self.patient_key))
+            volume = load_volume(d[key], patient=d.get(self.patient_key), **self.options)
+            for note in volume.meta.get("skipped", []):
+                log.warning("patient %s, %s: not read: %s", d.get(self.patient_key), d[key], note)
             d[key] = MetaTensor(
                 torch.from_numpy(np.ascontiguousarray(volume.array, dtype=np.float32))[None],
                 affine=torch.as_tensor(volume.affine, dtype=torch.float64),
@@ -213,7 +222,7 @@ def preprocessing(config: PreprocessConfig) -> mt.Compose:
     all_keys = image_keys + (["seg"] if config.with_seg else [])
     modes = ["bilinear"] * len(image_keys) + (["nearest"] if config.with_seg else [])
     steps: list[mt.Transform] = [
-        LoadVolumed(all_keys),
+        LoadVolumed(all_keys, skip_invalid_files=config.skip_invalid_files),
         *([CheckMaskGridd("seg", reference)] if config.with_seg else []),
         CheckFinited(image_keys),
         mt.Orientationd(keys=all_keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),

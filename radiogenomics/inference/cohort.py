@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from radiogenomics.data.case import Case, canonical_sequence
-from radiogenomics.data.cohorts import Cohort, load_cohort, normalise_id
+from radiogenomics.data.cohorts import Cohort, duplicate_problem, load_cohort, normalise_id
+from radiogenomics.data.cohorts import sequence_folders as unique_sequence_folders
 from radiogenomics.data.errors import CohortError
 
 LAYOUTS: tuple[str, ...] = (
@@ -32,7 +33,8 @@ def _folders(path: Path) -> list[Path]:
 
 
 def sequence_folders(folder: Path) -> dict[str, Path]:
-    """Sub-folders of `folder` named after an MRI sequence, by canonical sequence name."""
+    """Sub-folders of `folder` named after an MRI sequence, by canonical sequence name
+    (a sequence two folders name maps to the first: `patient_cohort` reports it)."""
     found: dict[str, Path] = {}
     for child in _folders(folder):
         try:
@@ -89,14 +91,16 @@ def detect_layout(root: Path, split: str = "test") -> str:
 
 def patient_cohort(folder: Path, sequences: Sequence[str]) -> Cohort:
     """One patient's folder ``<id>/{FLAIR,T1w,T1wCE,T2w}/`` as a cohort of one case."""
-    found = sequence_folders(folder)
+    found, duplicated = unique_sequence_folders(folder)
     pid = normalise_id(folder.name)
-    missing = [s for s in sequences if s not in found]
+    missing = [s for s in sequences if s not in found and s not in duplicated]
     case: Case = {"id": pid, "images": {s: str(p) for s, p in found.items()}, "seg": None,
                   "labels": {}, "source": "patient", "label_scheme": None}
+    reasons = [duplicate_problem(s, duplicated[s]) for s in sequences if s in duplicated]
     if missing:
-        reason = f"missing sequence folder(s) {', '.join(missing)} in {folder}"
-        return Cohort("patient", folder, [], skipped=[(pid, reason)])
+        reasons.append(f"missing sequence folder(s) {', '.join(missing)} in {folder}")
+    if reasons:
+        return Cohort("patient", folder, [], skipped=[(pid, "; ".join(reasons))])
     return Cohort("patient", folder, [case])
 
 

@@ -3,12 +3,15 @@ and for segmenters segmentations.csv (and their own uncertainty.csv)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from radiogenomics.data.cohorts import normalise_id
-from radiogenomics.inference.runner import CohortPrediction
+from radiogenomics.data.errors import RadiogenomicsError
+from radiogenomics.inference.runner import CohortPrediction, Failure, fallback_probabilities
 from radiogenomics.inference.segmentation import CohortSegmentation
 
 ID_COLUMN = "BraTS21ID"
@@ -16,6 +19,80 @@ TARGET_COLUMNS: dict[str, str] = {"mgmt": "MGMT_value"}
 """Submission column of a target (Kaggle's name for MGMT); other targets use their own name."""
 
 ERROR_COLUMNS = ["patient", "series", "path", "error"]
+
+OUTPUT_FILES: tuple[str, ...] = (
+    "submission.csv", "predictions.csv", "errors.csv", "uncertainty.csv", "segmentations.csv",
+    "region_volumes.csv", "report.md", "roc.png", "confusion.png", "calibration.png", "dice.png",
+)
+"""Files predict.py writes at the top of its output folder."""
+OUTPUT_PATTERNS: dict[str, re.Pattern[str]] = {
+    # <id>_<explainer>.png / .nii.gz
+    "maps": re.compile(r".+_(gradcam|attention)\.(png|nii\.gz)"),
+    # <id>_seg.nii.gz and the voxel-wise uncertainty maps beside it
+    "masks": re.compile(r".+_(seg|prob_mean|prob_std|entropy)\.nii\.gz"),
+}
+"""Files predict.py writes in the sub-folders of its output folder."""
+
+
+def earlier_outputs(out_dir: str | Path) -> list[Path]:
+    """The files of an earlier prediction in `out_dir`: only names predict.py writes."""
+    out_dir = Path(out_dir)
+    found = [out_dir / name for name in OUTPUT_FILES if (out_dir / name).is_file()]
+    for folder, pattern in OUTPUT_PATTERNS.items():
+        if (out_dir / folder).is_dir():
+            found += sorted(p for p in (out_dir / folder).iterdir()
+                            if p.is_file() and pattern.fullmatch(p.name))
+    return found
+
+
+def clear_earlier_outputs(out_dir: str | Path, overwrite: bool) -> list[Path]:
+    """Make `out_dir` ready for a new prediction; the files removed.
+
+    An earlier prediction there is an error unless `overwrite`, which removes only the files
+    predict.py writes (any other file, e.g. the user's notes, stays), so that figures or masks
+    of an earlier run never lie beside the new results.
+    """
+    out_dir = Path(out_dir)
+    earlier = earlier_outputs(out_dir)
+    if earlier and not overwrite:
+        names = ", ".join(str(p.relative_to(out_dir)) for p in earlier[:6])
+        more = f" and {len(earlier) - 6} more" if len(earlier) > 6 else ""
+        raise RadiogenomicsError(
+            f"output_dir {out_dir} already holds an earlier prediction ({names}{more}) -> "
+            "choose another output_dir, or pass overwrite=true to replace it (only the files "
+            "predict.py writes are removed)")
+    for path in earlier:
+        path.unlink()
+    for folder in OUTPUT_PATTERNS:
+        if (out_dir / folder).is_dir() and not any((out_dir / folder).iterdir()):
+            (out_dir / folder).rmdir()
+    return earlier
+
+
+def reject_non_finite(result: CohortPrediction, fallback: float) -> list[str]:
+    """Turn every patient whose prediction is not finite (NaN or inf, from the model or its
+    uncertainty) into a failure with the fallback value; the ids of those patients."""
+    bad = []
+    for patient in result.patients:
+        if patient.failed:
+            continue
+        values = [patient.probabilities, patient.members]
+        if patient.uncertainty is not None:
+            summary = patient.uncertainty
+            values += [np.asarray(summary.mean), np.asarray(summary.std), [summary.entropy]]
+        if all(np.isfinite(np.asarray(v, dtype=float)).all() for v in values):
+            continue
+        bad.append(patient.id)
+        n_outputs = patient.probabilities.size
+        patient.probabilities = fallback_probabilities(n_outputs, fallback)
+        patient.members = np.empty((0, n_outputs))
+        patient.uncertainty = None
+        patient.failed = True
+        result.failures.append(Failure(
+            patient.id, "", "", f"[patient {patient.id}] the model's output is not finite "
+            "(NaN or inf) -> check this patient's images (extreme or empty intensities) and "
+            "that the checkpoint is not diverged"))
+    return bad
 
 
 def _ids(result: CohortPrediction) -> list[str]:

@@ -70,6 +70,9 @@ def classify(cfg: DictConfig, models: list[TrainedModel], cohort: Cohort, out_di
     predictor = CohortPredictor(models, out_dir, fallback=cfg.fallback, explainer=explainer,
                                 uncertainty=uncertainty, device=device)
     result = predictor.predict(cohort)
+    for pid in outputs.reject_non_finite(result, cfg.fallback):
+        log.warning("patient %s: the model's output is not finite: fallback %s written",
+                    pid, cfg.fallback)
     outputs.write_submission(result, out_dir / "submission.csv")
     outputs.write_predictions(result, out_dir / "predictions.csv")
     if uncertainty is not None:
@@ -119,6 +122,10 @@ def predict_cohort(cfg: DictConfig) -> tuple[Result, EvaluationReport | None]:
     """Predict the cohort of a predict.py config (conf/predict.yaml) into ``cfg.output_dir``."""
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    removed = outputs.clear_earlier_outputs(out_dir, bool(cfg.get("overwrite", False)))
+    if removed:
+        log.info("overwrite=true: removed %d file(s) of an earlier prediction in %s",
+                 len(removed), out_dir)
     device = resolve_device(cfg.device)
     models = load_models(cfg.ckpt_path, cfg.checkpoint, device)
     trained_data = models[0].config.data

@@ -115,6 +115,10 @@ class CohortSegmenter:
         prepared = self.preprocessor(case)
         modules = [m.module for m in self.models]
         probabilities = np.mean([probability_map(m, prepared.image) for m in modules], axis=0)
+        if not np.isfinite(probabilities).all():
+            raise DataError("the model's output is not finite (NaN or inf): no mask written",
+                            patient=case["id"], hint="check this patient's images (extreme or "
+                            "empty intensities) and that the checkpoint is not diverged")
         mask = mask_on_input_grid(modules[0], self.preprocessor, prepared, probabilities, case)
         path = write_mask(mask, self.out_dir / "masks", case["id"])
         volumes = region_volumes(mask.array, mask.affine, mask.meta["label_scheme"])

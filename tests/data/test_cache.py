@@ -153,3 +153,115 @@ def test_datamodule_parts_never_share_a_patient(tmp_path: Path, tiny_cohort: Pat
         assert not (train & val) and not (train & test) and not (val & test)
         batch = next(iter(dm.train_dataloader()))
         assert set(batch["id"]) <= train
+
+
+def damage_truncate(path: Path) -> None:
+    os.truncate(path, path.stat().st_size // 2)
+
+
+def damage_delete(path: Path) -> None:
+    path.unlink()
+
+
+def damage_alter(path: Path) -> None:
+    """Same size, one byte of the data changed (no size check can see it)."""
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", [damage_truncate, damage_delete, damage_alter])
+def test_a_damaged_entry_is_rebuilt_with_a_warning_never_used(
+    tmp_path: Path, cases, damage, caplog: pytest.LogCaptureFixture
+) -> None:
+    case = cases[0]
+    PreprocessCache(tmp_path, CONFIG).prepare([case], progress=False)
+    good = np.array(PreprocessCache(tmp_path, CONFIG).load(case)["image"])
+    cache = PreprocessCache(tmp_path, CONFIG)  # a new process: nothing verified yet
+    damage(cache.entry(case) / "image.npy")
+    with caplog.at_level("WARNING"):
+        rebuilt = cache.load(case)["image"]
+    np.testing.assert_array_equal(rebuilt, good)
+    assert f"patient {case['id']}" in caplog.text and "rebuilding" in caplog.text
+    # the entry on disk is whole again, for this process and the next
+    assert PreprocessCache(tmp_path, CONFIG).problem(cache.entry(case)) is None
+    np.testing.assert_array_equal(PreprocessCache(tmp_path, CONFIG).load(case)["image"], good)
+
+
+def test_a_truncated_entry_is_rebuilt_by_the_next_preparation(tmp_path: Path, cases) -> None:
+    cache = PreprocessCache(tmp_path, CONFIG)
+    cache.prepare(cases[:1], progress=False)
+    damage_truncate(cache.entry(cases[0]) / "image.npy")
+    report = PreprocessCache(tmp_path, CONFIG).prepare(cases[:1], progress=False)
+    assert report.prepared == [cases[0]["id"]] and not report.cached
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # nothing left aside
+
+
+def test_an_entry_altered_after_it_was_verified_is_noticed(tmp_path: Path, cases) -> None:
+    """Checksums are verified once per process, but a changed file (size or mtime) again."""
+    cache = PreprocessCache(tmp_path, CONFIG)
+    cache.prepare(cases[:1], progress=False)
+    cache.load(cases[0])
+    path = cache.entry(cases[0]) / "image.npy"
+    damage_alter(path)
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert cache.problem(cache.entry(cases[0])).startswith("image.npy was altered")
+
+
+CONCURRENT = """
+import sys, time
+from pathlib import Path
+import numpy as np
+from radiogenomics.data.cache import PreprocessCache
+from radiogenomics.data.cohorts import load_cohort
+from radiogenomics.data.transforms import PreprocessConfig
+
+config = PreprocessConfig(sequences=("T1wCE", "FLAIR"), spacing=(6.0, 6.0, 6.0),
+                          spatial_size=(16, 16, 16))
+cases = load_cohort("synthetic", sys.argv[1], split="train").cases[:4]
+root = Path(sys.argv[2])
+expected = {c["id"]: PreprocessCache(root, config).compute(c)["image"] for c in cases}
+while not (root.parent / "go").exists():  # start together
+    time.sleep(0.01)
+report = PreprocessCache(root, config).prepare(cases, progress=False)
+assert not report.failed, report.failed
+end = time.monotonic() + float(sys.argv[3])
+rounds = 0
+while time.monotonic() < end:
+    for case in cases:
+        cache = PreprocessCache(root, config)  # as a new process would: verifies every entry
+        cache.write(case, {"image": expected[case["id"]]})
+        other = cases[(cases.index(case) + 1) % len(cases)]
+        np.testing.assert_array_equal(PreprocessCache(root, config).load(other)["image"],
+                                      expected[other["id"]])
+    rounds += 1
+print("rounds", rounds)
+"""
+
+
+def test_two_processes_filling_one_cache_neither_fail_nor_read_half_entries(
+    tmp_path: Path, tiny_cohort: Path
+) -> None:
+    """A parallel sweep: two real processes prepare, rewrite and read the same entries."""
+    import subprocess
+    import sys
+
+    root = tmp_path / "cache"
+    script = tmp_path / "fill.py"
+    script.write_text(CONCURRENT)
+    procs = [subprocess.Popen([sys.executable, str(script), str(tiny_cohort), str(root), "3"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    import time
+
+    time.sleep(0.5)
+    (tmp_path / "go").touch()
+    outputs = [proc.communicate(timeout=300) for proc in procs]
+    for proc, (out, err) in zip(procs, outputs):
+        assert proc.returncode == 0, err[-3000:]
+        assert "rounds" in out
+    cache = PreprocessCache(root, CONFIG)
+    entries = [p for p in root.iterdir()]
+    assert len(entries) == 4 and not [p for p in entries if p.name.startswith(".")]
+    assert all(cache.problem(p) is None for p in entries)

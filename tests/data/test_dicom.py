@@ -266,15 +266,27 @@ def test_truncated_slice_in_series(series):
     assert_names(caught.value, "00007", series[3].name)
 
 
-def test_text_file_raises_or_is_skipped(series):
-    notes = series[0].parent / "notes.txt"
-    notes.write_text("not an image\n")
-    with pytest.raises(DicomError) as caught:
-        read_dicom(series[0].parent, patient="00007")
-    assert_names(caught.value, "00007", "notes.txt", "not a DICOM file")
-    result = read_dicom(series[0].parent, skip_invalid_files=True)
-    assert len(result.meta["skipped"]) == 1 and "notes.txt" in result.meta["skipped"][0]
+def test_files_that_are_no_image_are_skipped_with_a_note(series):
+    (series[0].parent / "notes.txt").write_text("not an image\n")
+    (series[0].parent / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0" + bytes(600))
+    (series[0].parent / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1" + bytes(100))
+    result = read_dicom(series[0].parent, patient="00007")
     assert result.meta["n_slices"] == len(series)
+    skipped = " ".join(result.meta["skipped"])
+    assert "notes.txt: not a DICOM file" in skipped and "Thumbs.db" in skipped
+    with pytest.raises(DicomError) as caught:  # given as the file to read, it is an error
+        read_dicom(series[0].parent / "notes.txt", patient="00007")
+    assert_names(caught.value, "00007", "notes.txt", "not a DICOM file")
+
+
+def test_corrupt_image_raises_unless_skip_invalid_files(series):
+    data = series[0].read_bytes()  # the first slice: without it the grid stays uniform
+    series[0].write_bytes(data[: len(data) - 100])
+    with pytest.raises(DicomError, match="data.skip_invalid_files=true"):
+        read_dicom(series[0].parent)
+    result = read_dicom(series[0].parent, skip_invalid_files=True)
+    assert len(result.meta["skipped"]) == 1 and series[0].name in result.meta["skipped"][0]
+    assert result.meta["n_slices"] == len(series) - 1
 
 
 def test_missing_folder_and_empty_folder(tmp_path):
@@ -296,20 +308,44 @@ def test_blank_series(tmp_path, phantom):
 
 def test_mixed_slice_sizes(series, phantom):
     volume, affine = phantom
+    other = write_series(volume[:-1], affine, series[0].parent.parent / "x", first_number=99)
+    for path in other:
+        path.rename(series[0].parent / path.name)
+    with pytest.raises(DicomError, match="mixed slice sizes: the folder holds 2 stacks") as caught:
+        read_dicom(series[0].parent)
+    assert "7 image(s) 11x9" in str(caught.value) and "7 image(s) 11x8" in str(caught.value)
+
+
+def test_a_lone_odd_slice_is_left_out_and_named(series, phantom):
+    volume, affine = phantom
     extra = write_series(volume[:-1], affine, series[0].parent.parent / "x", first_number=99)
     extra[0].rename(series[0].parent / "Image-99.dcm")
-    with pytest.raises(DicomError, match="mixed slice sizes"):
-        read_dicom(series[0].parent)
+    result = read_dicom(series[0].parent)
+    assert result.meta["n_slices"] == len(series)
+    assert "Image-99.dcm" in result.meta["skipped"][0]
+    assert "mixed slice sizes" in result.meta["skipped"][0]
 
 
 def test_mixed_orientations(series, phantom):
     volume, affine = phantom
-    same_size = np.arange(3 * 9 * 11.0).reshape(3, 9, 11)  # sagittal slices of 11 x 9 pixels
+    same_size = np.arange(7 * 9 * 11.0).reshape(7, 9, 11)  # sagittal slices of 11 x 9 pixels
     extra = write_series(same_size, affine, series[0].parent.parent / "x", plane="sagittal",
                          first_number=99)
-    extra[0].rename(series[0].parent / "Image-99.dcm")
+    for path in extra:
+        path.rename(series[0].parent / path.name)
     with pytest.raises(DicomError, match="mixed slice orientations"):
         read_dicom(series[0].parent)
+
+
+def test_a_localizer_beside_the_series_is_left_out_and_named(series, phantom):
+    volume, affine = phantom
+    localizer = np.arange(9 * 11.0).reshape(1, 9, 11)
+    extra = write_series(localizer, affine, series[0].parent.parent / "x", plane="sagittal",
+                         first_number=99, series_description="localizer")
+    extra[0].rename(series[0].parent / "Image-99.dcm")
+    result = read_dicom(series[0].parent)
+    np.testing.assert_array_equal(result.array, volume)
+    assert "'localizer'" in result.meta["skipped"][0] and "sagittal" in result.meta["skipped"][0]
 
 
 def test_duplicate_slice_positions(series):

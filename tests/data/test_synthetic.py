@@ -17,7 +17,7 @@ from radiogenomics.data.case import SEQUENCES
 from radiogenomics.data.errors import CohortError
 from radiogenomics.data.readers import load_volume
 from radiogenomics.data.synthetic import cohort as cohort_module
-from radiogenomics.data.synthetic import generate_cohort
+from radiogenomics.data.synthetic import ensure_cohort, generate_cohort
 from radiogenomics.data.synthetic.__main__ import main
 from radiogenomics.data.synthetic.clinical import draw_clinical
 from radiogenomics.data.synthetic.contrast import MGMT_EFFECT, draw_contrast
@@ -279,20 +279,53 @@ def test_existing_cohort_is_reused_and_other_content_protected(root: Path, tmp_p
         generate_cohort(other, patients=1, size=24, format="nifti", workers=1)
     generate_cohort(other, patients=1, size=24, format="nifti", workers=1, overwrite=True)
     assert sorted(p.name for p in other.iterdir()) == ["brats", "cohort.json"]
-    with pytest.raises(CohortError, match="overwrite"):  # not ours: never replaced
-        (other / "cohort.json").unlink()
-        generate_cohort(other, patients=1, size=24, format="nifti", workers=1,
-                        replace_stale=True)
 
 
-def test_stale_generated_cohort_is_regenerated_when_asked(tmp_path: Path) -> None:
-    """A training run regenerates its cohort after the generator's settings changed."""
+def listing(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under `folder` with its size and mtime."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*"))}
+
+
+def test_training_never_regenerates_a_cohort_made_with_other_settings(tmp_path: Path) -> None:
+    """A cohort made by the command line, with the user's notes in it, passed to a training run
+    whose data.synthetic differs: refused with the differences named, nothing touched."""
     out = tmp_path / "cohort"
-    generate_cohort(out, patients=1, size=24, format="nifti", workers=1, mgmt_signal=1.0)
-    generate_cohort(out, patients=1, size=24, format="nifti", workers=1, mgmt_signal=2.0,
-                    replace_stale=True)
-    assert manifest(out)["settings"]["mgmt_signal"] == 2.0
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    main(["--out", str(out), "--patients", "1", "--size", "24", "--format", "nifti",
+          "--workers", "1", "--mgmt-signal", "1.0"])
+    (out / "notes.txt").write_text("my notes")
+    before = listing(out)
+    with pytest.raises(CohortError, match=r"mgmt_signal 1\.0, asked 2\.0.*data\.synthetic=null"):
+        ensure_cohort(out, patients=1, size=24, format="nifti", workers=1, mgmt_signal=2.0)
+    with pytest.raises(CohortError, match="patients 1, asked 2"):
+        ensure_cohort(out, patients=2, size=24, format="nifti", workers=1, mgmt_signal=1.0)
+    assert listing(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cohort"]  # no temporary left
+
+
+def test_training_reuses_its_cohort_and_never_writes_over_a_user_folder(tmp_path: Path) -> None:
+    out = tmp_path / "cohort"
+    args = {"patients": 1, "size": 24, "format": "nifti", "workers": 1}
+    assert ensure_cohort(out, **args) == out  # absent: generated
+    before = listing(out)
+    assert ensure_cohort(out, **args) == out  # same settings: read as it is
+    assert listing(out) == before
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "scan.nii.gz").write_bytes(b"not generated")
+    with pytest.raises(CohortError, match="no synthetic cohort"):
+        ensure_cohort(mine, **args)
+    assert [p.name for p in mine.iterdir()] == ["scan.nii.gz"]
+
+
+def test_a_cohort_of_an_older_generator_version_is_read_as_it_is(tmp_path: Path) -> None:
+    out = generate_cohort(tmp_path / "cohort", patients=1, size=24, format="nifti", workers=1)
+    info = manifest(out)
+    info["version"] = "0.9"
+    (out / "cohort.json").write_text(json.dumps(info))
+    before = listing(out)
+    assert ensure_cohort(out, patients=1, size=24, format="nifti", workers=1) == out
+    assert listing(out) == before
 
 
 def test_killed_run_leaves_no_cohort(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -314,3 +347,16 @@ def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert info["preset"] == "realistic" and info["test_patients"] == 1
     assert info["settings"]["mgmt_signal"] == 0.15 and info["seed"] == 3
     assert sorted(p.name for p in (tmp_path / "cli/brats").iterdir())[-1] == "clinical.csv"
+
+
+def test_command_line_refuses_a_folder_of_other_content_with_one_message(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(SystemExit) as info:
+        main(["--out", str(tmp_path / "mine"), "--patients", "1", "--size", "24",
+              "--format", "nifti", "--workers", "1"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "not a synthetic cohort" in err and "--overwrite" in err and "Traceback" not in err
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"

@@ -5,7 +5,7 @@
 ``python -m radiogenomics.data.synthetic --help`` does the same from a shell.
 """
 
-from .cohort import generate_cohort
+from .cohort import ensure_cohort, generate_cohort
 from .settings import GENERATOR_VERSION, PRESETS, Settings
 
-__all__ = ["GENERATOR_VERSION", "PRESETS", "Settings", "generate_cohort"]
+__all__ = ["GENERATOR_VERSION", "PRESETS", "Settings", "ensure_cohort", "generate_cohort"]

@@ -103,14 +103,22 @@ def _manifest(out: Path) -> dict[str, Any]:
     return found if isinstance(found, dict) else {}
 
 
+def _differences(found: dict[str, Any], expected: dict[str, Any]) -> list[str]:
+    """``key: found, asked`` for each setting of `expected` that `found` has otherwise."""
+    differences = []
+    for key, value in expected.items():
+        have = found.get(key)
+        if key == "settings" and isinstance(have, dict):
+            differences += [f"{name} {have.get(name)!r}, asked {asked!r}"
+                            for name, asked in value.items() if have.get(name) != asked]
+        elif have != value:
+            differences.append(f"{key} {have!r}, asked {value!r}")
+    return differences
+
+
 def _manifest_matches(out: Path, expected: dict[str, Any]) -> bool:
     found = _manifest(out)
-    return bool(found) and all(found.get(key) == value for key, value in expected.items())
-
-
-def _generated_here(out: Path) -> bool:
-    """True when `out` holds a cohort written by this generator (any version or settings)."""
-    return _manifest(out).get("generator") == "radiogenomics.data.synthetic"
+    return bool(found) and not _differences(found, expected)
 
 
 def _claim(out: Path, expected: dict[str, Any], overwrite: bool) -> bool:
@@ -121,8 +129,12 @@ def _claim(out: Path, expected: dict[str, Any], overwrite: bool) -> bool:
         return True
     if overwrite or (out.is_dir() and not any(out.iterdir())):
         return False
+    found = _manifest(out)
+    what = ("holds a synthetic cohort with other settings: " + "; ".join(
+        _differences(found, expected)) if found else "is not a synthetic cohort (no cohort.json)")
     raise CohortError(
-        "the output folder exists and does not hold a synthetic cohort with these settings",
+        f"the output folder exists and does not hold a synthetic cohort with these settings: "
+        f"it {what}",
         path=out,
         hint="choose another output folder, delete this one, or pass overwrite=True (--overwrite)",
     )
@@ -144,6 +156,88 @@ def _publish(partial: Path, out: Path, expected: dict[str, Any], overwrite: bool
     shutil.rmtree(stale, ignore_errors=True)
 
 
+def _expected_manifest(
+    patients: int, seed: int, format: str, test_patients: int | None, preset: str, size: int,
+    mgmt_signal: float | None, mgmt_label_noise: float | None,
+) -> dict[str, Any]:
+    """What the manifest of a cohort with these settings says (``cases`` aside)."""
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {sorted(FORMATS)}, got {format!r}")
+    if patients < 1:
+        raise ValueError(f"patients must be >= 1, got {patients}")
+    n_test = round(0.2 * patients) if test_patients is None else test_patients
+    if not 0 <= n_test <= patients:
+        raise ValueError(f"test_patients must lie in [0, {patients}], got {n_test}")
+    settings = make_settings(
+        preset, seed=seed, size=size, mgmt_signal=mgmt_signal, mgmt_label_noise=mgmt_label_noise
+    )
+    shape, _ = settings.grid()
+    return {
+        "generator": "radiogenomics.data.synthetic",
+        "version": GENERATOR_VERSION,
+        "preset": preset,
+        "seed": seed,
+        "patients": patients,
+        "test_patients": n_test,
+        "format": format,
+        "settings": settings.as_dict(),
+        "nifti_shape": list(shape),
+        "nifti_voxel_mm": settings.voxel_mm,
+    }
+
+
+def ensure_cohort(
+    root: str | Path,
+    patients: int = 24,
+    seed: int = 0,
+    format: str = "both",
+    test_patients: int | None = None,
+    preset: str = "default",
+    *,
+    size: int = 96,
+    mgmt_signal: float | None = None,
+    mgmt_label_noise: float | None = None,
+    workers: int | None = None,
+) -> Path:
+    """The synthetic cohort a training run asks for at `root`: generated when `root` does not
+    exist (or is an empty folder), read as it is when it holds this cohort, never replaced.
+
+    A folder that holds anything else (a cohort generated with other settings, the user's own
+    files) is a CohortError that says how it differs; a cohort that differs only by the
+    generator's version is used as it is, with a warning.
+    """
+    root = Path(root)
+    expected = _expected_manifest(patients, seed, format, test_patients, preset, size,
+                                  mgmt_signal, mgmt_label_noise)
+    if root.exists() and not (root.is_dir() and not any(root.iterdir())):
+        found = _manifest(root)
+        if not found:
+            raise CohortError(
+                "data.root exists but holds no synthetic cohort (no readable cohort.json): "
+                "it is never generated over",
+                path=root,
+                hint="point data.root to a new folder (the cohort is generated there), or set "
+                     "data.layout (and data.synthetic=null) to read this folder as it is")
+        differences = _differences(found, expected)
+        if differences and all(d.startswith("version ") for d in differences):
+            log.warning("%s was made by synthetic generator version %s (now %s): read as it is; "
+                        "delete it, or choose another data.root, to get a new one", root,
+                        found.get("version"), GENERATOR_VERSION)
+            return root
+        if differences:
+            raise CohortError(
+                "data.root holds a synthetic cohort generated with other settings than "
+                "data.synthetic (" + "; ".join(differences) + "); it is never regenerated",
+                path=root,
+                hint="set data.synthetic=null to train on it as it is, or point data.root to "
+                     "a new folder, where a cohort with these settings is generated")
+        return root
+    log.info("generating synthetic cohort in %s", root)
+    return generate_cohort(root, patients, seed, format, test_patients, preset, size=size,
+                           mgmt_signal=mgmt_signal, mgmt_label_noise=mgmt_label_noise,
+                           workers=workers)
+
+
 def generate_cohort(
     out: str | Path,
     patients: int = 24,
@@ -157,44 +251,22 @@ def generate_cohort(
     mgmt_label_noise: float | None = None,
     workers: int | None = None,
     overwrite: bool = False,
-    replace_stale: bool = False,
 ) -> Path:
     """Write a synthetic cohort (RSNA DICOM and/or BraTS NIfTI) to `out` and return `out`.
 
     Same arguments give the same bytes. An existing cohort with the same settings is kept
     as is; a run that is killed leaves only a hidden ``.<name>.partial-*`` folder behind.
     `mgmt_signal` / `mgmt_label_noise` override the preset's (see ``settings.PRESETS``).
-    `replace_stale` regenerates a cohort that this generator wrote with other settings or an
-    older version (what a training run wants); without it such a folder is an error.
+    Any other existing, non-empty folder is an error unless `overwrite` (the command line's
+    ``--overwrite``) asks to replace it; training uses `ensure_cohort`, which never replaces.
     """
-    if format not in FORMATS:
-        raise ValueError(f"format must be one of {sorted(FORMATS)}, got {format!r}")
-    if patients < 1:
-        raise ValueError(f"patients must be >= 1, got {patients}")
-    n_test = round(0.2 * patients) if test_patients is None else test_patients
-    if not 0 <= n_test <= patients:
-        raise ValueError(f"test_patients must lie in [0, {patients}], got {n_test}")
+    expected = _expected_manifest(patients, seed, format, test_patients, preset, size,
+                                  mgmt_signal, mgmt_label_noise)
     settings = make_settings(
         preset, seed=seed, size=size, mgmt_signal=mgmt_signal, mgmt_label_noise=mgmt_label_noise
     )
-    shape, _ = settings.grid()
-    expected = {
-        "generator": "radiogenomics.data.synthetic",
-        "version": GENERATOR_VERSION,
-        "preset": preset,
-        "seed": seed,
-        "patients": patients,
-        "test_patients": n_test,
-        "format": format,
-        "settings": settings.as_dict(),
-        "nifti_shape": list(shape),
-        "nifti_voxel_mm": settings.voxel_mm,
-    }
+    n_test = expected["test_patients"]
     out = Path(out)
-    if replace_stale and not overwrite and _generated_here(out):
-        overwrite = not _manifest_matches(out, expected)
-        if overwrite:
-            log.warning("%s holds a synthetic cohort with other settings: regenerating it", out)
     if _claim(out, expected, overwrite):
         return out
 

@@ -1,0 +1,524 @@
+"""The README is the test: every command of its code blocks and of its command-line contracts
+table runs as written, as a subprocess in a copy of the repository.
+
+Placeholders (`DIR`, `<run>`, ...) are filled with a tiny cohort written by the README's own
+synthetic-cohort command, or with a run that an earlier README command made; training
+commands get `debug=smoke` appended (one epoch of two batches, every output file), nothing
+else (Optuna sweeps: `hydra.sweeper.n_trials=2`; each also runs as written under `-m slow`).
+A README command without a case here fails `test_every_readme_command_has_a_case`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+SMOKE = "debug=smoke"
+TIMEOUT = 900
+
+
+def _code_block_commands(text: str) -> list[str]:
+    commands: list[str] = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        joined = re.sub(r"\\\n\s*", "", block)
+        for line in joined.splitlines():
+            line = re.sub(r"\s+#.*$", "", line).strip()
+            if line and not line.startswith("#"):
+                commands.append(re.sub(r"\s+", " ", line))
+    return commands
+
+
+def _table_commands(text: str) -> list[str]:
+    section = text.split("## Command-line contracts", 1)[1].split("\n## ", 1)[0]
+    commands: list[str] = []
+    for row in section.splitlines():
+        if not row.startswith("| `"):
+            continue
+        cell = row.replace("\\|", "\x00").split("|")[1].replace("\x00", "|")
+        spans = re.findall(r"`([^`]+)`", cell)
+        first = spans[0]
+        commands.append(first)
+        for variant in spans[1:]:  # `a` / `key=value`, or (`other`, ...) values of a's last key
+            if "=" in variant:
+                commands.append(f"{first.rsplit(' ', 1)[0]} {variant}")
+            else:
+                commands.append(f"{first.rsplit('=', 1)[0]}={variant}")
+    return commands
+
+
+def readme_commands() -> list[str]:
+    """Every command of README.md, once each, in the order they appear."""
+    text = README.read_text()
+    return list(dict.fromkeys(_code_block_commands(text) + _table_commands(text)))
+
+
+# --- the places the commands run in and the runs they make -------------------------------
+
+
+_GENERATED = {".git", ".venv", "venv", "data", "logs", "outputs", "multirun", "wandb", ".gl",
+              ".whl", "optuna.db"}
+
+
+def _not_source(folder: str, names: list[str]) -> set[str]:
+    """What a copy of the repository leaves out: what runs wrote, caches, environments."""
+    top = Path(folder).resolve() == ROOT
+    return {name for name in names if (top and name in _GENERATED) or name in (
+        "__pycache__", ".pytest_cache", ".ruff_cache") or name.endswith(".egg-info")}
+
+
+class Workspace:
+    """A copy of the repository where the commands run, a tiny cohort, and the runs made so far
+    (each made once, by the README command that makes it)."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.repo = base / "repo"
+        shutil.copytree(ROOT, self.repo, ignore=_not_source)
+        self.env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true",
+                    "PYTHONUNBUFFERED": "1"}
+        self.env.pop("RADIOGENOMICS_HOME", None)
+        self.env.pop("HYDRA_FULL_ERROR", None)
+        self.made: dict[str, Path] = {}
+
+    def run(self, command: str, rc: int = 0) -> subprocess.CompletedProcess[str]:
+        """Run a shell command in the repository copy; check its exit status."""
+        args = shlex.split(command)
+        if args[0] in ("python", "python3"):
+            args[0] = sys.executable
+        result = subprocess.run(args, cwd=self.repo, env=self.env, capture_output=True,
+                                text=True, timeout=TIMEOUT)
+        output = result.stdout + result.stderr
+        assert result.returncode == rc, (
+            f"`{command}` exited {result.returncode}, expected {rc}:\n{output[-4000:]}")
+        return result
+
+    def newest(self, folder: str, before: set[Path]) -> Path:
+        """The folder that a command added under `folder` (relative to the repo copy)."""
+        added = set((self.repo / folder).glob("*")) - before
+        assert len(added) == 1, f"expected one new folder in {folder}, found {sorted(added)}"
+        return added.pop()
+
+    def listing(self, folder: str) -> set[Path]:
+        return set((self.repo / folder).glob("*"))
+
+    def rel(self, path: Path) -> str:
+        return str(path.relative_to(self.repo))
+
+    # the tiny cohort, by the README's own synthetic command
+    @property
+    def cohort(self) -> Path:
+        if "cohort" not in self.made:
+            out = self.base / "cohort"
+            self.run(f"python -m radiogenomics.data.synthetic --out {out} --patients 12 --seed 3 "
+                     "--format both --size 32")
+            self.made["cohort"] = out
+        return self.made["cohort"]
+
+    def train(self, key: str, command: str, task: str = "train") -> Path:
+        """Run a training command once; the run (or multirun) folder it made."""
+        key = f"run:{key}"
+        if key not in self.made:
+            multirun = " -m " in f" {command} " or "cv=" in command
+            folder = f"logs/{task}/{'multiruns' if multirun else 'runs'}"
+            before = self.listing(folder)
+            self.run(command if " debug=" in command else f"{command} {SMOKE}")
+            self.made[key] = self.newest(folder, before)
+        return self.made[key]
+
+    @property
+    def default_run(self) -> Path:
+        return self.train("default", "python train.py")
+
+    @property
+    def cv_run(self) -> Path:
+        return self.train("cv", "python train.py -m data.fold=0,1,2,3,4")
+
+    @property
+    def segmenter_run(self) -> Path:
+        return self.train("unet", "python train.py model=unet")
+
+    @property
+    def png_cohort(self) -> Path:
+        if "png" not in self.made:
+            from tests.conftest import write_png_series
+
+            out = self.base / "png"
+            for patient in sorted((self.cohort / "rsna" / "train").iterdir()):
+                for sequence in ("T1wCE", "FLAIR"):
+                    write_png_series(patient / sequence, out / patient.name / sequence)
+            shutil.copy(self.cohort / "rsna" / "train_labels.csv", out / "train_labels.csv")
+            self.made["png"] = out
+        return self.made["png"]
+
+    @property
+    def png_run(self) -> Path:
+        return self.train("png", "python train.py model=multiscale data=png "
+                                 f"data.root={self.png_cohort}")
+
+    @property
+    def hgg_lgg(self) -> Path:
+        """The tiny cohort's BraTS cases in BraTS 2018/2019 folders: HGG/ and LGG/."""
+        if "hgg_lgg" not in self.made:
+            out = self.base / "hgg_lgg"
+            manifest = json.loads((self.cohort / "cohort.json").read_text())
+            for case in manifest["cases"]:
+                source = self.cohort / "brats" / f"BraTS2021_{case['id']}"
+                if source.is_dir():
+                    shutil.copytree(source, out / ("HGG" if case["grade"] else "LGG") / source.name)
+            self.made["hgg_lgg"] = out
+        return self.made["hgg_lgg"]
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    return Workspace(tmp_path_factory.mktemp("readme"))
+
+
+# --- what each command must do ------------------------------------------------------------
+
+
+def _resumes_finished_run(run: Path) -> None:
+    """A run resumed from a finished run's checkpoint: nothing left to train, tested, done."""
+    assert (run / "config.yaml").is_file() and (run / "run_info.json").is_file()
+
+
+def _has_checkpoints(run: Path) -> None:
+    for name in ("config.yaml", "run_info.json", "checkpoints/last.ckpt"):
+        assert (run / name).is_file(), f"{run} has no {name}"
+
+
+def _has_run_outputs(run: Path) -> None:
+    for name in ("config.yaml", "run_info.json", "csv/metrics.csv", "checkpoints/last.ckpt"):
+        assert (run / name).is_file(), f"{run} has no {name}"
+
+
+def _submission_is_complete(out: Path, patients: int | None = None) -> None:
+    submission = pd.read_csv(out / "submission.csv", dtype={"BraTS21ID": str})
+    assert list(submission.columns) == ["BraTS21ID", "MGMT_value"]
+    assert len(submission) and np.isfinite(submission.MGMT_value).all()
+    assert submission.MGMT_value.between(0, 1).all()
+    if patients is not None:
+        assert len(submission) == patients
+
+
+def _test_patients(cohort: Path) -> int:
+    return len(list((cohort / "rsna" / "test").iterdir()))
+
+
+def _train_run(key: str, command: str, task: str = "train") -> Callable[[Workspace, str], None]:
+    def check(ws: Workspace, filled: str) -> None:
+        _has_run_outputs(ws.train(key, filled, task))
+    return check
+
+
+def _trainer_needs_gpu(ws: Workspace, filled: str) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        _has_run_outputs(ws.train(filled, filled))
+        return
+    result = ws.run(f"{filled} {SMOKE}", rc=2)
+    output = result.stdout + result.stderr
+    assert "no CUDA GPU" in output and "Traceback" not in output
+
+
+def _multirun(key: str, files: tuple[str, ...]) -> Callable[[Workspace, str], None]:
+    def check(ws: Workspace, filled: str) -> None:
+        sweep = ws.train(key, filled)
+        for name in files:
+            assert (sweep / name).is_file(), f"{sweep} has no {name}"
+    return check
+
+
+def _predict(ws: Workspace, filled: str, patients: int | None = None) -> Path:
+    before = ws.listing("logs/predict/runs")
+    ws.run(filled)
+    out = ws.newest("logs/predict/runs", before)
+    _submission_is_complete(out, patients)
+    return out
+
+
+@dataclass
+class Case:
+    """How one README command runs: its placeholders filled from the workspace, then a check."""
+
+    fill: dict[str, Callable[[Workspace], str]] = field(default_factory=dict)
+    check: Callable[[Workspace, str], None] | None = None
+    slow: bool = False
+    append: str = ""
+
+
+def _train_case(key: str, **fill: Callable[[Workspace], str]) -> Case:
+    return Case(fill=fill, check=lambda ws, filled: _has_run_outputs(ws.train(key, filled)))
+
+
+def _fresh_install_then(ws: Workspace, filled: str) -> None:
+    """The README's fresh-machine commands: the install steps are .ci/run's own (checked), the
+    last step runs here (for the tests: .ci/run runs them)."""
+    ci = (ROOT / ".ci" / "run").read_text()
+    steps = [step.strip() for step in filled.split("&&")]
+    assert steps[:3] == ["python3 -m venv .venv", ". .venv/bin/activate",
+                         "pip install torch==2.13.0"]
+    assert "pip install --quiet torch==2.13.0" in ci
+    last = steps[-1]
+    if last == "python train.py":
+        assert steps[3] == "pip install -e ."
+        _has_run_outputs(ws.default_run)
+    else:
+        assert steps[3] == 'pip install -e ".[dev]"' and '-e ".[dev]"' in ci
+        assert last == "WANDB_MODE=offline python -m pytest -q"
+        assert "export WANDB_MODE=offline" in ci and "python -m pytest -q" in ci
+
+
+def _cohort(part: str = "") -> Callable[[Workspace], str]:
+    return lambda ws: str(ws.cohort / part)
+
+
+def _run_of(attribute: str) -> Callable[[Workspace], str]:
+    return lambda ws: ws.rel(getattr(ws, attribute))
+
+
+def _check_cohort_cli(ws: Workspace, filled: str) -> None:
+    out = Path(shlex.split(filled)[shlex.split(filled).index("--out") + 1])
+    ws.run(filled)
+    manifest = json.loads((out / "cohort.json").read_text())
+    assert len(manifest["cases"]) == 4
+    assert (out / "rsna" / "train_labels.csv").is_file() and (out / "brats").is_dir()
+
+
+def _check_convert(ws: Workspace, filled: str) -> None:
+    out = ws.base / "converted"
+    ws.run(filled)
+    volumes = list(out.rglob("*.nii.gz"))
+    patients = list((ws.cohort / "rsna" / "train").iterdir())
+    assert len(volumes) >= 4 * len(patients)
+
+
+def _check_cv_cli(ws: Workspace, filled: str) -> None:
+    sweep = ws.cv_run
+    (sweep / "cv_summary.csv").unlink()
+    ws.run(filled)
+    assert (sweep / "cv_summary.csv").is_file()
+
+
+def _check_compare_cli(ws: Workspace, filled: str) -> None:
+    ws.run(filled)
+    assert (ws.cv_run / "comparison.csv").is_file()
+
+
+def _check_optuna(ws: Workspace, filled: str) -> None:
+    sweep = ws.train(filled, filled)
+    assert (sweep / "optimization_results.yaml").is_file()
+
+
+def _exits_0(ws: Workspace, filled: str) -> None:
+    ws.run(filled)
+
+
+def _check_benchmarks(ws: Workspace, filled: str) -> None:
+    result = ws.run(filled)
+    assert "| measure |" in result.stdout or "|" in result.stdout
+
+
+CASES: dict[str, Case] = {
+    # the top of the README
+    "python train.py": Case(check=lambda ws, filled: _has_run_outputs(ws.default_run)),
+    "python train.py model=cnn3d data=rsna data.root=/data/rsna-miccai":
+        _train_case("rsna-cnn3d", **{"/data/rsna-miccai": _cohort("rsna")}),
+    "python train.py -m data.fold=0,1,2,3,4":
+        Case(check=lambda ws, filled: _multirun("cv", ("cv_summary.csv", "oof_predictions.csv",
+                                                       "cv_folds.csv"))(ws, filled)),
+    # two commands on a fresh machine
+    "python3 -m venv .venv && . .venv/bin/activate && pip install torch==2.13.0 && "
+    "pip install -e . && python train.py": Case(check=_fresh_install_then),
+    "python3 -m venv .venv && . .venv/bin/activate && pip install torch==2.13.0 && "
+    'pip install -e ".[dev]" && WANDB_MODE=offline python -m pytest -q':
+        Case(check=_fresh_install_then),
+    # predicting
+    "python predict.py ckpt_path=logs/train/runs/<run> data.root=/data/rsna data.split=test":
+        Case(fill={"logs/train/runs/<run>": _run_of("default_run"),
+                   "/data/rsna": _cohort("rsna")},
+             check=lambda ws, filled: _predict(ws, filled, _test_patients(ws.cohort))),
+    "python predict.py ckpt_path=logs/train/multiruns/<cv run> data.root=DIR":
+        Case(fill={"logs/train/multiruns/<cv run>": _run_of("cv_run"), "DIR": _cohort("rsna")},
+             check=lambda ws, filled: _predict(ws, filled, _test_patients(ws.cohort))),
+    "python predict.py ckpt_path=<run> interpret=gradcam uncertainty=tta":
+        Case(fill={"<run>": _run_of("default_run")},
+             check=lambda ws, filled: _check_maps(_predict(ws, filled))),
+    "python predict.py ckpt_path=<segmenter run> data.root=DIR uncertainty=tta":
+        Case(fill={"<segmenter run>": _run_of("segmenter_run"), "DIR": _cohort()},
+             check=lambda ws, filled: _check_masks(ws, filled)),
+    "python predict.py ckpt_path=<run trained with data=png> data.root=PNG_DIR":
+        Case(fill={"<run trained with data=png>": _run_of("png_run"),
+                   "PNG_DIR": lambda ws: str(ws.png_cohort)},
+             check=lambda ws, filled: _predict(ws, filled, len(list(ws.png_cohort.iterdir())) - 1)),
+    # command-line contracts
+    "python train.py model=<name>": _train_case("unet", **{"<name>": lambda ws: "unet"}),
+    "python train.py data=rsna data.root=DIR": _train_case("rsna", DIR=_cohort("rsna")),
+    "python train.py data=brats data.root=DIR": _train_case("brats", DIR=_cohort("brats")),
+    "python train.py data=brats_hgg_lgg data.root=DIR model.target=grade":
+        _train_case("hgg_lgg", DIR=lambda ws: str(ws.hgg_lgg)),
+    "python train.py data.sequences=[FLAIR,T1w,T1wCE,T2w]": _train_case("sequences"),
+    "python train.py -m hparams_search=<name>":
+        Case(fill={"<name>": lambda ws: "cnn3d_optuna"}, append="hydra.sweeper.n_trials=2",
+             check=_check_optuna),
+    "python train.py experiment=<recipe> data.root=DIR":
+        Case(fill={"<recipe>": lambda ws: "multiscale", "DIR": lambda ws: str(ws.hgg_lgg)},
+             check=lambda ws, filled: _has_run_outputs(ws.train(filled, filled, "multiscale"))),
+    "python train.py ckpt_path=last": _train_case("ckpt-last"),
+    "python train.py ckpt_path=<file or run dir>":
+        Case(fill={"<file or run dir>": lambda ws: str(ws.default_run / "checkpoints" /
+                                                        "last.ckpt")},
+             check=lambda ws, filled: _resumes_finished_run(ws.train(filled, filled))),
+    "python train.py debug=fdr": Case(check=_exits_0),
+    "python train.py debug=overfit": Case(check=_exits_0, slow=True),
+    "python train.py debug=limit": Case(check=_exits_0, slow=True),
+    "python train.py debug=smoke": Case(check=lambda ws, filled: _has_run_outputs(
+        ws.train("smoke", filled)), slow=True),
+    "python train.py logger=wandb": Case(check=lambda ws, filled: _check_logger(ws, filled,
+                                                                               "wandb")),
+    "python train.py logger=tensorboard":
+        Case(check=lambda ws, filled: _check_logger(ws, filled, "tensorboard")),
+    "python train.py logger=none":
+        Case(check=lambda ws, filled: _has_checkpoints(ws.train(filled, filled))),
+    "python train.py trainer=cpu": Case(check=lambda ws, filled: _has_run_outputs(
+        ws.train("trainer-cpu", filled)), slow=True),
+    "python train.py trainer=gpu": Case(check=_trainer_needs_gpu),
+    "python train.py trainer=ddp": Case(check=_trainer_needs_gpu),
+    "python predict.py ckpt_path=<ckpt or run dir> data.root=DIR":
+        Case(fill={"<ckpt or run dir>": lambda ws: str(ws.default_run / "checkpoints" /
+                                                        "last.ckpt"),
+                   "DIR": _cohort("rsna/test")},
+             check=lambda ws, filled: _predict(ws, filled, _test_patients(ws.cohort))),
+    "python -m radiogenomics.data.synthetic --out DIR --patients N --seed S --format "
+    "dicom|nifti|both":
+        Case(fill={"DIR": lambda ws: str(ws.base / "cli-cohort"), "N": lambda ws: "4",
+                   "S": lambda ws: "1", "dicom|nifti|both": lambda ws: "both"},
+             check=_check_cohort_cli),
+    "python -m radiogenomics.data.convert IN OUT [--skip-invalid-files] [--philips-precise]":
+        Case(fill={"IN": _cohort("rsna/train"), "OUT": lambda ws: str(ws.base / "converted"),
+                   "[--skip-invalid-files] [--philips-precise]":
+                       lambda ws: "--skip-invalid-files"},
+             check=_check_convert),
+    # cross-validation, sweeps, benchmarks
+    "python train.py cv=5fold":
+        Case(check=lambda ws, filled: _multirun(filled, ("cv_summary.csv",))(ws, filled),
+             slow=True),
+    "python -m radiogenomics.cv logs/train/multiruns/<time>":
+        Case(fill={"logs/train/multiruns/<time>": _run_of("cv_run")}, check=_check_cv_cli),
+    "python -m radiogenomics.compare logs/train/multiruns/<time>":
+        Case(fill={"logs/train/multiruns/<time>": _run_of("cv_run")}, check=_check_compare_cli),
+    "python train.py -m hparams_search=cnn3d_optuna":
+        Case(append="hydra.sweeper.n_trials=2", check=_check_optuna),
+    "python train.py -m hparams_search=cnn3d_optuna hydra.sweeper.storage=sqlite:///optuna.db "
+    "hydra.sweeper.study_name=cnn3d":
+        Case(append="hydra.sweeper.n_trials=2", check=_check_optuna, slow=True),
+    "python train.py -m hparams_search=cnn3d_optuna hydra/launcher=joblib "
+    "hydra.launcher.n_jobs=4":
+        Case(append="hydra.sweeper.n_trials=2", check=_check_optuna, slow=True),
+    "python -m benchmarks": Case(check=_check_benchmarks, slow=True),
+    "python -m benchmarks --quick": Case(check=_check_benchmarks, slow=True),
+    "python -m benchmarks --only reading,prepare": Case(check=_check_benchmarks, slow=True),
+}
+
+
+def _check_maps(out: Path) -> None:
+    assert list((out / "maps").rglob("*.png")), f"no map figures in {out / 'maps'}"
+    uncertainty = pd.read_csv(out / "uncertainty.csv")
+    assert len(uncertainty) and np.isfinite(uncertainty.select_dtypes("number")).all().all()
+
+
+def _check_masks(ws: Workspace, filled: str) -> None:
+    before = ws.listing("logs/predict/runs")
+    ws.run(filled)
+    out = ws.newest("logs/predict/runs", before)
+    assert list((out / "masks").glob("*_seg.nii.gz")) and list((out / "masks").glob(
+        "*_entropy.nii.gz"))
+
+
+def _check_logger(ws: Workspace, filled: str, kind: str) -> None:
+    run = ws.train(filled, filled)
+    _has_run_outputs(run)
+    found = list(run.rglob("offline-run-*")) if kind == "wandb" else list(
+        run.rglob("events.out.tfevents.*"))
+    assert found, f"{kind} wrote nothing under {run}"
+
+
+def test_every_readme_command_has_a_case() -> None:
+    commands = readme_commands()
+    assert len(commands) > 30
+    assert set(commands) == set(CASES), (
+        f"README commands without a case: {sorted(set(commands) - set(CASES))}; "
+        f"cases no longer in the README: {sorted(set(CASES) - set(commands))}")
+
+
+def _params() -> list:
+    return [pytest.param(command, marks=[pytest.mark.slow] if case.slow else [], id=command[:80])
+            for command, case in CASES.items()]
+
+
+@pytest.mark.parametrize("command", _params())
+def test_readme_command_runs_as_written(command: str, ws: Workspace) -> None:
+    case = CASES[command]
+    filled = command
+    for placeholder, value in case.fill.items():
+        assert placeholder in filled
+        filled = filled.replace(placeholder, value(ws))
+    if case.append:
+        filled = f"{filled} {case.append}"
+    assert case.check is not None
+    case.check(ws, filled)
+
+
+RECIPE_COHORTS: dict[str, Callable[[Workspace], Path]] = {
+    "multiscale": lambda ws: ws.hgg_lgg,
+    "attention_vgg_grading": lambda ws: ws.hgg_lgg,
+    "rsna_winner": lambda ws: ws.cohort / "rsna",
+    "vgg16_flair": lambda ws: ws.cohort / "rsna",
+    "unet2d_brats": lambda ws: ws.cohort / "brats",
+}
+
+
+def test_every_recipe_has_a_cohort_here() -> None:
+    recipes = {path.stem for path in (ROOT / "conf" / "experiment").glob("*.yaml")}
+    assert recipes == set(RECIPE_COHORTS)
+
+
+@pytest.mark.parametrize("recipe", [
+    pytest.param(name, marks=[] if name == "multiscale" else [pytest.mark.slow])
+    for name in RECIPE_COHORTS])
+def test_every_recipe_runs_as_the_readme_writes_it(recipe: str, ws: Workspace) -> None:
+    """`python train.py experiment=<recipe> data.root=DIR` for each recipe on its own cohort
+    (rsna_winner: its five folds at 256x256x64, a slow test on a CPU)."""
+    command = "python train.py experiment=<recipe> data.root=DIR"
+    assert command in readme_commands()
+    filled = command.replace("<recipe>", recipe).replace("DIR", str(RECIPE_COHORTS[recipe](ws)))
+    run = ws.train(filled, filled, task=recipe)
+    if recipe == "rsna_winner":
+        assert (run / "cv_summary.csv").is_file()
+    else:
+        _has_run_outputs(run)
+
+
+@pytest.mark.slow
+def test_the_optuna_sweep_runs_as_written_with_all_its_trials(ws: Workspace) -> None:
+    """`python train.py -m hparams_search=cnn3d_optuna`: its 20 trials, nothing but debug=smoke."""
+    command = "python train.py -m hparams_search=cnn3d_optuna"
+    assert command in readme_commands()
+    sweep = ws.train("optuna-all-trials", command)
+    assert (sweep / "optimization_results.yaml").is_file()
+    assert len([job for job in sweep.iterdir() if job.name.isdigit()]) == 20
