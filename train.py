@@ -53,7 +53,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir)
         checkpoint = check_checkpoint(ckpt_path, model, setup) if ckpt_path else None
         continue_logs(loggers, checkpoint)  # metrics.csv: from scratch, or the epochs kept
-        trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
+        # checkpoints hold tensors and plain values only: never unpickle code
+        trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     if trainer.is_global_zero:
         rc.save_run_info(cfg, cfg.paths.output_dir, datamodule)
     train_metrics = dict(trainer.callback_metrics)
@@ -62,7 +63,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if not best:
             log.warning("no best checkpoint: testing the current weights")
-        trainer.test(model=model, datamodule=datamodule, ckpt_path=best or None)
+        trainer.test(model=model, datamodule=datamodule, ckpt_path=best or None,
+                     weights_only=True)
         log.info("best checkpoint: %s", best or "-")
     metrics = {**train_metrics, **trainer.callback_metrics}
     metrics = {k: float(v) for k, v in metrics.items()}

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import hydra.experimental.callback
 import lightning.pytorch as pl
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
@@ -218,6 +219,65 @@ def user_error_of(err: BaseException) -> BaseException | None:
     return err if isinstance(err, HydraException | OmegaConfBaseException) else None
 
 
+def _resolved_path(cfg: DictConfig, key: str) -> Path | None:
+    """The absolute path at `key` of `cfg`, or None where it is unset or needs Hydra's runtime."""
+    try:
+        value = OmegaConf.select(cfg, key, throw_on_resolution_failure=True)
+    except Exception:  # an interpolation of Hydra's runtime: not known before the job starts
+        return None
+    return Path(os.path.abspath(os.path.expanduser(str(value)))) if value else None
+
+
+def check_output_places(cfg: DictConfig, run_dir_key: str) -> None:
+    """Refuse, before anything is written, output places that would write under ``data.root``
+    or cannot be folders: the run (or sweep) folder, the logs, the cache and splits folders."""
+    from radiogenomics.data.errors import ConfigError
+
+    home = _resolved_path(cfg, "paths.root_dir")
+    if home is not None and home.exists() and not home.is_dir():
+        raise ConfigError(f"{home} is a file, not a folder", key=f"{HOME_ENV} (paths.root_dir)",
+                          hint=f"set {HOME_ENV} to a folder (data/ and logs/ go there)")
+    outputs = {key: _resolved_path(cfg, key) for key in (
+        run_dir_key, "paths.log_dir", "data.cache_dir", "data.splits_dir")}
+    data_root = _resolved_path(cfg, "data.root")
+    if data_root is not None and data_root.is_dir():
+        real_root = data_root.resolve()
+        for key, place in outputs.items():
+            if place is not None and place.resolve().is_relative_to(real_root):
+                raise ConfigError(
+                    f"{place} lies inside data.root {data_root}: nothing is ever written under "
+                    "the data", key=key,
+                    hint=f"run from another folder, or set {HOME_ENV} (or {key}) to a folder "
+                         "outside the data")
+    run_dir = outputs[run_dir_key]
+    if run_dir is not None:
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"cannot make the output folder {run_dir}: {err.strerror}",
+                              key=run_dir_key, hint="choose a folder you can write to") from err
+
+
+class OutputPlacesCheck(hydra.experimental.callback.Callback):
+    """Hydra callback: `check_output_places` before Hydra creates the run or sweep folder."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, "hydra.sweep.dir")
+
+    @staticmethod
+    def _check(config: DictConfig, run_dir_key: str) -> None:
+        from radiogenomics.data.errors import RadiogenomicsError
+
+        try:
+            check_output_places(config, run_dir_key)
+        except RadiogenomicsError as err:  # Hydra turns callback errors into warnings
+            sys.stderr.write(f"error: {type(err).__name__}: {err}\n")
+            raise SystemExit(EXIT_USER_ERROR) from err
+
+
 def run_cli(main: Callable[[], Any]) -> None:
     """Run a Hydra entry point as a command: errors a user can fix print one message and exit
     with status 2 (no traceback unless ``HYDRA_FULL_ERROR=1``); Ctrl-C exits with 130; any
@@ -325,6 +385,15 @@ def check_trainer(cfg: DictConfig) -> None:
         raise ConfigError("a GPU is asked for but no CUDA GPU is visible", key="trainer",
                           hint="use trainer=cpu, or trainer=default (picks the GPU when there "
                                "is one)")
+    max_epochs, max_steps = cfg.trainer.get("max_epochs"), cfg.trainer.get("max_steps", -1)
+    if max_epochs is not None and max_epochs < 1 and max_steps in (None, -1) \
+            and not cfg.trainer.get("max_time") and not cfg.trainer.get("fast_dev_run"):
+        from radiogenomics.data.errors import ConfigError
+
+        raise ConfigError(f"{max_epochs} means no limit: the run would train forever",
+                          key="trainer.max_epochs",
+                          hint="give a number of epochs >= 1 (or trainer.max_steps / "
+                               "trainer.max_time as the limit)")
     if not torch.cuda.is_available() and "16" in str(cfg.trainer.get("precision", "")):
         warnings.warn("16-bit precision on CPU is slow; consider trainer.precision=32",
                       stacklevel=2)

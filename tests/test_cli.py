@@ -4,6 +4,7 @@ a traceback only for a bug (or when asked for), and Ctrl-C that saves the traini
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -121,3 +122,74 @@ def test_ctrl_c_while_training_saves_last_checkpoint_and_exits_130(
 
 def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _listing(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+def test_a_run_started_inside_the_cohort_is_refused_before_writing_anything(
+        tiny_cohort: Path, tmp_path: Path) -> None:
+    cohort = tmp_path / "rsna"
+    shutil.copytree(tiny_cohort / "rsna", cohort)
+    before = _listing(cohort)
+    result = _train(cohort, "data=rsna", "data.root=.", "debug=smoke")
+    output = result.stdout + result.stderr
+    assert result.returncode == rc.EXIT_USER_ERROR, output[-2000:]
+    assert "inside data.root" in output and "Traceback" not in output
+    assert _listing(cohort) == before
+
+
+def test_predict_into_the_cohort_is_refused_before_writing_anything(
+        tiny_cohort: Path, tmp_path: Path) -> None:
+    cohort = tmp_path / "rsna"
+    shutil.copytree(tiny_cohort / "rsna", cohort)
+    before = _listing(cohort)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "predict.py"), f"ckpt_path={tmp_path / 'run'}",
+         f"data.root={cohort}", f"output_dir={cohort / 'predictions'}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode == rc.EXIT_USER_ERROR, output[-2000:]
+    assert "inside data.root" in output and "Traceback" not in output
+    assert _listing(cohort) == before
+
+
+def test_a_home_that_is_a_file_is_a_config_error(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.write_text("not a folder")
+    result = _train(tmp_path, "debug=smoke", env={"RADIOGENOMICS_HOME": str(home)})
+    output = result.stdout + result.stderr
+    assert result.returncode == rc.EXIT_USER_ERROR and "Traceback" not in output
+    assert "RADIOGENOMICS_HOME" in output and home.read_text() == "not a folder"
+
+
+def test_max_epochs_without_limit_is_refused_not_trained_forever(tmp_path: Path) -> None:
+    result = _train(tmp_path, "trainer.max_epochs=-1", timeout=120)
+    output = result.stdout + result.stderr
+    assert result.returncode == rc.EXIT_USER_ERROR and "trainer.max_epochs" in output
+
+
+def test_an_ensemble_never_leaves_out_a_fold_that_failed(tmp_path: Path) -> None:
+    from radiogenomics.data.errors import RadiogenomicsError
+    from radiogenomics.inference.models import find_runs
+
+    sweep = tmp_path / "multirun"
+    (sweep / "0" / ".hydra").mkdir(parents=True)
+    (sweep / "0" / "config.yaml").write_text("model: {}\n")
+    (sweep / "1" / ".hydra").mkdir(parents=True)  # fold 1 crashed: no config.yaml
+    (sweep / "1" / ".hydra" / "config.yaml").write_text("model: {}\n")
+    with pytest.raises(RadiogenomicsError, match=r"\['1'\]"):
+        find_runs(sweep)
+    with pytest.raises(RadiogenomicsError, match="never finished"):
+        find_runs(sweep / "1")
+    shutil.rmtree(sweep / "1")
+    assert [run for run, _ in find_runs(sweep)] == [sweep / "0"]
+
+
+def test_labels_of_one_class_are_an_error_not_an_auc_of_zero() -> None:
+    from radiogenomics.data.errors import LabelError
+    from radiogenomics.data.splits import make_splits
+
+    with pytest.raises(LabelError, match="one class"):
+        make_splits([f"{i:05d}" for i in range(10)], [0] * 10, n_folds=2, stratify="mgmt")

@@ -306,6 +306,8 @@ def _check_convert(ws: Workspace, filled: str) -> None:
     volumes = list(out.rglob("*.nii.gz"))
     patients = list((ws.cohort / "rsna" / "train").iterdir())
     assert len(volumes) >= 4 * len(patients)
+    # the contract: a cohort that data=brats reads as it is, with the labels copied
+    _has_run_outputs(ws.train("converted", f"python train.py data=brats data.root={out}"))
 
 
 def _check_cv_cli(ws: Workspace, filled: str) -> None:

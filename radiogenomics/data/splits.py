@@ -26,7 +26,7 @@ import pandas as pd
 from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold
 
 from radiogenomics.data.case import LABELS, Case
-from radiogenomics.data.errors import CohortError
+from radiogenomics.data.errors import CohortError, LabelError
 
 _REGENERATE = "delete {path} to make new splits, or set data.splits_file to another path"
 
@@ -88,6 +88,11 @@ def make_splits(
                           hint="lower data.n_folds or add cases")
     cv_groups = [str(groups[i]) for i in order] if groups is not None else cv_ids
     cv_strata = [strata[i] for i in order] if strata is not None else None
+    classes = {str(s) for s in cv_strata if not pd.isna(s)} if cv_strata is not None else set()
+    if len(classes) == 1:
+        raise LabelError(f"every labelled case has {stratify or 'the label'} = {classes.pop()}: "
+                         "a model cannot learn (and AUC is undefined) from one class",
+                         hint="check the label table (its column and values) and data.target")
     grouped = len(set(cv_groups)) < len(cv_groups)
     splitter, codes = _splitter(cv_strata, grouped, n_folds, seed)
     parts = splitter.split(np.zeros(len(cv_ids)), codes, cv_groups if grouped else None)

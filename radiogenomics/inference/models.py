@@ -130,7 +130,21 @@ def find_runs(ckpt_path: str | Path) -> list[tuple[Path, Path | None]]:
         raise RadiogenomicsError(f"ckpt_path={ckpt_path}: no such file or folder -> {_PATH_HINT}")
     if (path / RUN_CONFIG).is_file():
         return [(path, None)]
-    jobs = sorted((p for p in path.iterdir() if (p / RUN_CONFIG).is_file()), key=_job_order)
+    if (path / ".hydra").is_dir():
+        raise RadiogenomicsError(
+            f"ckpt_path={ckpt_path}: this run never finished setting up (no {RUN_CONFIG}: it "
+            "failed or is still running) -> see its log, or point ckpt_path to another run")
+    folders = [p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    jobs = sorted((p for p in folders if (p / RUN_CONFIG).is_file()), key=_job_order)
+    unfinished = sorted((p.name for p in folders
+                         if (p / ".hydra").is_dir() and not (p / RUN_CONFIG).is_file()),
+                        key=str)
+    if unfinished:  # an ensemble never silently leaves out a fold that failed
+        raise RadiogenomicsError(
+            f"ckpt_path={ckpt_path}: job folder(s) {unfinished} of this multirun hold no "
+            f"finished run (no {RUN_CONFIG}: the job failed or is still running) -> rerun them "
+            "(the same command plus ckpt_path=last hydra.run.dir=<job folder>), or move them "
+            "out of the folder to predict with the other jobs")
     if not jobs:
         raise RadiogenomicsError(f"ckpt_path={ckpt_path}: no {RUN_CONFIG} in it or in its "
                                  f"sub-folders -> {_PATH_HINT}")
