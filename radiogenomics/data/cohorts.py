@@ -36,7 +36,7 @@ _LABEL_COLUMNS = {
 }
 _BINARY_LABELS = ("mgmt", "grade")
 _CASE_ID_PATTERNS = (re.compile(r"BraTS2021_(\d{5})"), re.compile(r"BraTS-GLI-(\d{5}-\d{3})"))
-_SKIP_HINT = "fix or remove them, or pass on_missing='skip' (data.on_error=skip) to drop them"
+_SKIP_HINT = "fix or remove them, or set data.on_error=skip to train without them"
 
 
 @dataclass
@@ -391,8 +391,8 @@ def rsna_cohort(
     if not labels_file.is_file():
         if split == "train" and not allow_unlabelled:
             raise CohortError("MGMT label table is missing", path=labels_file,
-                              hint="copy train_labels.csv into data.root, "
-                                   "or pass allow_unlabelled=True")
+                              hint="copy train_labels.csv (BraTS21ID,MGMT_value) into data.root; "
+                                   "predict.py reads cohorts without labels")
         labels_file = None
     return _series_cohort(
         "rsna", split_dir, ".dcm", labels_file, [root / "clinical.csv"],
@@ -421,8 +421,8 @@ def png_cohort(
     labels_file = next((p for p in candidates if p.is_file()), None)
     if labels_file is None and not allow_unlabelled:
         raise CohortError("MGMT label table is missing", path=candidates[0],
-                          hint=f"put train_labels.csv in {root} or {root.parent}, "
-                               "or pass allow_unlabelled=True")
+                          hint=f"put train_labels.csv in {root} or {root.parent}; "
+                               "predict.py reads cohorts without labels")
     clinical = [labels_file.parent / "clinical.csv"] if labels_file else []
     return _series_cohort(
         "png", root, ".png", labels_file, clinical,

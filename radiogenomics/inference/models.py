@@ -196,8 +196,12 @@ def _state_dict(checkpoint: Path) -> dict[str, Any]:
     try:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated files, pickles with code, foreign formats
-        raise RadiogenomicsError(f"cannot read checkpoint {checkpoint}: {err} -> is it a "
-                                 "complete checkpoint written by train.py?") from err
+        # torch's own advice (weights_only=False) would let the file run code: not repeated
+        reason = str(err).split("\n", 1)[0][:200]
+        raise RadiogenomicsError(f"cannot read checkpoint {checkpoint} ({type(err).__name__}: "
+                                 f"{reason}) -> it is not a complete checkpoint written by "
+                                 "train.py: copy it again, or point ckpt_path to another "
+                                 "one") from err
     if "state_dict" not in state:
         raise RadiogenomicsError(f"{checkpoint} holds no state_dict: not a Lightning checkpoint")
     # torch.compile wraps the net: its weights are saved under net._orig_mod.*

@@ -197,7 +197,7 @@ def test_bad_sequences_listed_at_once_then_skipped(rsna_root: Path, caplog) -> N
     with pytest.raises(CohortError) as info:
         rsna_cohort(rsna_root)
     message = str(info.value)
-    assert "2 patient(s)" in message and "on_missing='skip'" in message
+    assert "2 patient(s)" in message and "data.on_error=skip" in message
     assert "00003: missing sequence folder" in message and "FLAIR" in message
     assert "00200: empty sequence folder" in message and "T2w" in message
 
