@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from radiogenomics import config as rc
 from radiogenomics.callbacks import DataSetupRecord, DivergenceGuard, EpochSeed
 from radiogenomics.distributed import SyncEpochMetrics
-from radiogenomics.models.compat import check_model_fits_data
+from radiogenomics.models.compat import check_input_size, check_model_fits_data
 from radiogenomics.models.survival import train_estimator
 from radiogenomics.runs import check_checkpoint, continue_logs, data_setup, resolve_ckpt_path
 
@@ -32,6 +32,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     log.info("instantiating model <%s>", cfg.model._target_)
     model: pl.LightningModule = rc.instantiate(cfg.model)
     check_model_fits_data(model, cfg.data)  # a 2D model on volumes or the reverse: stop now
+    check_input_size(model, cfg.data)  # an input smaller than the net's kernels: stop now
     log.info("instantiating datamodule <%s>", cfg.data._target_)
     datamodule: pl.LightningDataModule = rc.instantiate(cfg.data)
     callbacks = rc.instantiate_group(cfg.get("callbacks"), "callback")

@@ -197,3 +197,18 @@ def test_unet2d_and_a_3d_multiscale_net_take_volume_data() -> None:
     classifier = ClassificationModule(MultiScaleCNN(in_channels=1, spatial_dims=3),
                                       torch.optim.Adam)
     check_model_fits_data(classifier, volumes)
+
+
+def test_an_input_too_small_for_the_network_is_a_config_error_naming_the_size() -> None:
+    from omegaconf import OmegaConf
+
+    from radiogenomics import config as rc
+    from radiogenomics.data.errors import ConfigError
+    from radiogenomics.models.compat import check_input_size
+    from tests.conftest import compose_train
+
+    cfg = compose_train(["model=efficientnet3d", "data.spatial_size=[16,16,16]"])
+    model = rc.instantiate(cfg.model)
+    with pytest.raises(ConfigError, match=r"data.spatial_size.*too small"):
+        check_input_size(model, cfg.data)
+    check_input_size(model, OmegaConf.merge(cfg.data, {"spatial_size": [32, 32, 32]}))

@@ -82,3 +82,30 @@ def check_model_fits_data(model: nn.Module, datamodule: Any) -> None:
         f"{_datamodule_class(datamodule).__name__} gives {given}", key="model/data",
         hint=f"use {wanted} with this model (a 2D model=... picks its data by itself when "
              f"no data= is given), or a {data_d}D model ({others})")
+
+
+def check_input_size(model: nn.Module, data: Any) -> None:
+    """Raise ConfigError when a 3D network cannot take the configured input size (a kernel or
+    pooling larger than what is left of the volume): one forward pass of zeros at that size."""
+    import torch
+
+    net = getattr(model, "net", None)
+    if not isinstance(net, nn.Module) or net_dims(model) != 3 or data_dims(data) != 3:
+        return
+    key = "data.patch_size" if data.get("patch_size") else "data.spatial_size"
+    size = data.get("patch_size") or data.get("spatial_size")
+    first = next((m for m in net.modules() if isinstance(m, nn.Conv3d)), None)
+    if size is None or first is None or min(int(s) for s in size) >= 64:
+        return  # 64 voxels or more per axis suit every network here: no pass needed
+    training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            net(torch.zeros(1, first.in_channels, *[int(s) for s in size]))
+    except RuntimeError as err:
+        reason = str(err).split("\n", 1)[0][:160]
+        raise ConfigError(f"{list(size)} is too small for {type(net).__name__} ({reason})",
+                          key=key, hint=f"give {key} a larger size (e.g. 32 or 64 per axis), "
+                                        "or choose another model") from err
+    finally:
+        net.train(training)
