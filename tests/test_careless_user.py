@@ -185,3 +185,15 @@ def test_cv_and_compare_exit_2_on_a_wrong_directory(tmp_path, capsys, tool) -> N
     assert caught.value.code == 2
     error = capsys.readouterr().err
     assert "not found" in error and " -> " in error and "Traceback" not in error
+
+
+def test_converting_a_nifti_cohort_is_one_clear_message(tiny_cohort, tmp_path) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "radiogenomics.data.convert",
+                             str(tiny_cohort / "brats"), str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "NIfTI volumes, not DICOM" in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()

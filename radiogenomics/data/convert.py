@@ -127,6 +127,11 @@ def find_patients(in_dir: str | Path) -> dict[str, Path]:
                     path=folder, hint="each patient id must be unique across train/ and test/",
                 )
             patients[folder.name] = folder
+    with_series = {pid: f for pid, f in patients.items() if _sequence_candidates(f)}
+    if patients and not with_series and any(in_dir.glob("*/*.nii*")):
+        raise CohortError(
+            "the input holds NIfTI volumes, not DICOM series: it needs no conversion",
+            path=in_dir, hint="train on it as it is (data=brats data.root=... for BraTS folders)")
     if not patients:
         raise CohortError(
             "no patient folders found", path=in_dir,
