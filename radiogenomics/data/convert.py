@@ -281,11 +281,13 @@ def _prepare_output(in_dir: Path, out_dir: Path, patients: dict[str, Path],
 
 
 def _copy_labels(in_dir: Path, out_dir: Path) -> list[Path]:
-    """Copy IN's label tables to OUT (atomically), so a cohort layout finds the labels."""
+    """Copy IN's label tables to OUT (atomically), so a cohort layout finds the labels; for
+    an RSNA ``train/`` or ``test/`` folder, the tables beside it."""
     copied = []
+    folders = [in_dir, in_dir.parent] if in_dir.name in ("train", "test") else [in_dir]
     for name in LABEL_TABLES:
-        source = in_dir / name
-        if source.is_file():
+        source = next((folder / name for folder in folders if (folder / name).is_file()), None)
+        if source is not None:
             temp = out_dir / f".{name}.tmp"
             shutil.copyfile(source, temp)
             os.replace(temp, out_dir / name)
