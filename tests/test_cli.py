@@ -193,3 +193,20 @@ def test_labels_of_one_class_are_an_error_not_an_auc_of_zero() -> None:
 
     with pytest.raises(LabelError, match="one class"):
         make_splits([f"{i:05d}" for i in range(10)], [0] * 10, n_folds=2, stratify="mgmt")
+
+
+def test_a_finished_run_rerun_with_ckpt_path_last_exits_0_and_keeps_its_metrics(
+        tiny_cohort: Path, tmp_path: Path) -> None:
+    """The README's resume command on a run that already finished, as a user types it."""
+    import pandas as pd
+
+    run = tmp_path / "run"
+    command = [f"data.root={tiny_cohort}", "data.synthetic=null", *TINY, "trainer.max_epochs=2",
+               "callbacks.progress_bar=null", f"hydra.run.dir={run}"]
+    first = _train(tmp_path, *command)
+    assert first.returncode == 0, (first.stdout + first.stderr)[-2000:]
+    epochs = pd.read_csv(run / "csv" / "metrics.csv")["epoch"].dropna().unique().tolist()
+    again = _train(tmp_path, *command, "ckpt_path=last")
+    assert again.returncode == 0, (again.stdout + again.stderr)[-2000:]
+    kept = pd.read_csv(run / "csv" / "metrics.csv")["epoch"].dropna().unique().tolist()
+    assert set(epochs) <= set(kept) and {0, 1} <= set(kept)
