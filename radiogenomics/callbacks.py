@@ -180,7 +180,7 @@ class DivergenceGuard(Callback):
         return where + f" (global step {trainer.global_step})"
 
     def _stop(self, trainer: pl.Trainer, what: str, batch_idx: int | None = None) -> None:
-        from radiogenomics.data.errors import TrainingError
+        from radiogenomics.errors import TrainingError
 
         raise TrainingError(
             f"training diverged at {self._where(trainer, batch_idx)}: {what}; no checkpoint was "

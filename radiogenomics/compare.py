@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from radiogenomics.data.errors import RadiogenomicsError
+from radiogenomics.errors import RadiogenomicsError
 from radiogenomics.evaluation import plots
 from radiogenomics.sweeps import (
     MultirunEndCallback,

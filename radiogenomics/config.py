@@ -21,6 +21,7 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 import radiogenomics
+from radiogenomics.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -105,10 +106,9 @@ def git_commit(cwd: Path | None = None) -> str | None:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    """Write a file under a temporary name, then rename it: never a half-written file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """Write a text file that no reader sees half-written."""
+    with atomic_write(path) as tmp:
+        tmp.write_text(text)
 
 
 def save_run_info(cfg: DictConfig, output_dir: str | Path,
@@ -209,7 +209,7 @@ def user_error_of(err: BaseException) -> BaseException | None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from radiogenomics.data.errors import RadiogenomicsError
+    from radiogenomics.errors import RadiogenomicsError
 
     seen: BaseException | None = err
     while seen is not None:
@@ -231,7 +231,7 @@ def _resolved_path(cfg: DictConfig, key: str) -> Path | None:
 def check_output_places(cfg: DictConfig, run_dir_key: str) -> None:
     """Refuse, before anything is written, output places that would write under ``data.root``
     or cannot be folders: the run (or sweep) folder, the logs, the cache and splits folders."""
-    from radiogenomics.data.errors import ConfigError
+    from radiogenomics.errors import ConfigError
 
     home = _resolved_path(cfg, "paths.root_dir")
     if home is not None and home.exists() and not home.is_dir():
@@ -269,7 +269,7 @@ class OutputPlacesCheck(hydra.experimental.callback.Callback):
 
     @staticmethod
     def _check(config: DictConfig, run_dir_key: str) -> None:
-        from radiogenomics.data.errors import RadiogenomicsError
+        from radiogenomics.errors import RadiogenomicsError
 
         try:
             check_output_places(config, run_dir_key)
@@ -380,7 +380,7 @@ def check_trainer(cfg: DictConfig) -> None:
 
     accelerator = cfg.trainer.get("accelerator")
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        from radiogenomics.data.errors import ConfigError
+        from radiogenomics.errors import ConfigError
 
         raise ConfigError("a GPU is asked for but no CUDA GPU is visible", key="trainer",
                           hint="use trainer=cpu, or trainer=default (picks the GPU when there "
@@ -388,7 +388,7 @@ def check_trainer(cfg: DictConfig) -> None:
     max_epochs, max_steps = cfg.trainer.get("max_epochs"), cfg.trainer.get("max_steps", -1)
     if max_epochs is not None and max_epochs < 1 and max_steps in (None, -1) \
             and not cfg.trainer.get("max_time") and not cfg.trainer.get("fast_dev_run"):
-        from radiogenomics.data.errors import ConfigError
+        from radiogenomics.errors import ConfigError
 
         raise ConfigError(f"{max_epochs} means no limit: the run would train forever",
                           key="trainer.max_epochs",

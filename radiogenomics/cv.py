@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from radiogenomics.data.errors import RadiogenomicsError
+from radiogenomics.errors import RadiogenomicsError
 from radiogenomics.evaluation import plots
 from radiogenomics.evaluation.aggregation import aggregate_by_patient
 from radiogenomics.evaluation.bootstrap import ConfidenceInterval, bootstrap_auc_ci

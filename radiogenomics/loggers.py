@@ -13,6 +13,8 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+from radiogenomics.files import atomic_write
+
 log = logging.getLogger(__name__)
 
 
@@ -98,9 +100,7 @@ class CSVLogger(_LightningCSVLogger):
             writer.metrics_keys = []
             return
         keys = list(writer.metrics_keys)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "w", newline="") as handle:
+        with atomic_write(path) as tmp, open(tmp, "w", newline="") as handle:
             out = csv.DictWriter(handle, fieldnames=keys)
             out.writeheader()
             out.writerows(rows)
-        os.replace(tmp, path)

@@ -10,16 +10,12 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from radiogenomics.data.errors import RadiogenomicsError
+from radiogenomics.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
 RUN_CONFIG = "config.yaml"
 """The resolved config train.py saves in a run directory, next to ``checkpoints/``."""
-
-
-class CheckpointError(RadiogenomicsError):
-    """A checkpoint that cannot be read, or that was written by another model."""
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | None:

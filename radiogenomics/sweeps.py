@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from radiogenomics.data.errors import RadiogenomicsError
+from radiogenomics.errors import RadiogenomicsError
 
 METRICS_FILE = Path("csv") / "metrics.csv"
 

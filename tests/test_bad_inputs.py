@@ -25,9 +25,8 @@ from omegaconf import OmegaConf
 from radiogenomics.data.convert import ERRORS_FILE
 from radiogenomics.data.convert import main as convert_main
 from radiogenomics.data.datamodule import MRIDataModule
-from radiogenomics.data.errors import CohortError, LabelError
 from radiogenomics.data.transforms import PreprocessConfig, preprocessing
-from radiogenomics.runs import CheckpointError
+from radiogenomics.errors import CheckpointError, CohortError, LabelError
 from train import train
 
 SEQUENCES = ("T1wCE", "FLAIR")

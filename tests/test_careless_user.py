@@ -15,8 +15,8 @@ from radiogenomics import compare, cv
 from radiogenomics.data.convert import ERRORS_FILE, convert_cohort
 from radiogenomics.data.convert import main as convert_main
 from radiogenomics.data.dicom import read_dicom
-from radiogenomics.data.errors import CohortError, DicomError
 from radiogenomics.data.synthetic.__main__ import main as synthetic_main
+from radiogenomics.errors import CohortError, DicomError
 
 PATIENT = "00000"
 

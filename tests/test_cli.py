@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from radiogenomics import config as rc
-from radiogenomics.data.errors import CohortError
+from radiogenomics.errors import CohortError
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["data.spatial_size=[16,16,16]", "data.batch_size=2", "data.n_folds=2",
@@ -171,7 +171,7 @@ def test_max_epochs_without_limit_is_refused_not_trained_forever(tmp_path: Path)
 
 
 def test_an_ensemble_never_leaves_out_a_fold_that_failed(tmp_path: Path) -> None:
-    from radiogenomics.data.errors import RadiogenomicsError
+    from radiogenomics.errors import RadiogenomicsError
     from radiogenomics.inference.models import find_runs
 
     sweep = tmp_path / "multirun"
@@ -188,8 +188,8 @@ def test_an_ensemble_never_leaves_out_a_fold_that_failed(tmp_path: Path) -> None
 
 
 def test_labels_of_one_class_are_an_error_not_an_auc_of_zero() -> None:
-    from radiogenomics.data.errors import LabelError
     from radiogenomics.data.splits import make_splits
+    from radiogenomics.errors import LabelError
 
     with pytest.raises(LabelError, match="one class"):
         make_splits([f"{i:05d}" for i in range(10)], [0] * 10, n_folds=2, stratify="mgmt")

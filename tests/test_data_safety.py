@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 
 from radiogenomics.data.cohorts import load_cohort
 from radiogenomics.data.datamodule import MRIDataModule, cohort_key
-from radiogenomics.data.errors import CohortError, ConfigError, RadiogenomicsError
+from radiogenomics.errors import CohortError, ConfigError, RadiogenomicsError
 from radiogenomics.inference import outputs
 from radiogenomics.inference.cohort import prediction_cohort
 from radiogenomics.inference.runner import CohortPrediction, PatientPrediction

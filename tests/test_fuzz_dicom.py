@@ -27,8 +27,8 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.uid import RLELossless
 
 from radiogenomics.data.dicom_write import write_enhanced, write_series
-from radiogenomics.data.errors import DataError
 from radiogenomics.data.readers import load_volume
+from radiogenomics.errors import DataError
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))
 DERANDOMIZED = "FUZZ_EXAMPLES" not in os.environ

@@ -8,7 +8,7 @@ import torch
 from monai import transforms as mt
 from torch import nn
 
-from radiogenomics.data.errors import RadiogenomicsError
+from radiogenomics.errors import RadiogenomicsError
 from radiogenomics.interpret.attention import AttentionExplainer
 from radiogenomics.interpret.gradcam import GradCAMExplainer
 from radiogenomics.interpret.mc_dropout import MCDropoutUncertainty, dropout_layers

@@ -19,9 +19,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from predict import predict
-from radiogenomics.data.errors import RadiogenomicsError
 from radiogenomics.data.readers import load_volume
 from radiogenomics.data.transforms import PreprocessConfig
+from radiogenomics.errors import RadiogenomicsError
 from radiogenomics.inference.models import SliceSampling, TrainedModel
 from radiogenomics.inference.runner import CohortPredictor
 from radiogenomics.interpret.volume import to_slices

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, open_dict
 from radiogenomics import config as rc
 from radiogenomics.data.convert import main as convert_main
 from radiogenomics.data.readers import load_volume
-from radiogenomics.runs import CheckpointError
+from radiogenomics.errors import CheckpointError
 from tests.conftest import compose_train
 from tests.test_bad_inputs import cohort_view
 from train import train

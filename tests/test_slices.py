@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 import torch
 
-from radiogenomics.data.errors import LabelError
 from radiogenomics.data.readers import load_volume
 from radiogenomics.data.slices import SliceDataModule, select_slices
+from radiogenomics.errors import LabelError
 from radiogenomics.evaluation.aggregation import PatientAggregation, aggregate_by_patient
 from tests.conftest import write_png_series
 

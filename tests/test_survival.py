@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from radiogenomics.data.errors import LabelError
 from radiogenomics.data.synthetic import generate_cohort
+from radiogenomics.errors import LabelError
 from radiogenomics.models.survival import FEATURES, SurvivalClassifier, survival_features
 from train import train
 

@@ -13,7 +13,7 @@ import torch
 from hydra.errors import ConfigCompositionException
 from omegaconf import open_dict
 
-from radiogenomics.data.errors import LabelError
+from radiogenomics.errors import LabelError
 from tests.conftest import compose_train
 from train import train
 

@@ -13,8 +13,7 @@ import torch
 from omegaconf import open_dict
 from torch import nn
 
-from radiogenomics.data.errors import ConfigError, TrainingError
-from radiogenomics.runs import CheckpointError
+from radiogenomics.errors import CheckpointError, ConfigError, TrainingError
 from train import train
 
 SMALL_NET = "model.net.widen_factor=0.25"
@@ -203,7 +202,7 @@ def test_an_input_too_small_for_the_network_is_a_config_error_naming_the_size() 
     from omegaconf import OmegaConf
 
     from radiogenomics import config as rc
-    from radiogenomics.data.errors import ConfigError
+    from radiogenomics.errors import ConfigError
     from radiogenomics.models.compat import check_input_size
     from tests.conftest import compose_train
 

@@ -14,8 +14,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from radiogenomics import config as rc
 from radiogenomics.data.cohorts import load_cohort
-from radiogenomics.data.errors import RadiogenomicsError
-from radiogenomics.data.readers import Volume, load_volume
+from radiogenomics.data.readers import load_volume
 from radiogenomics.data.series import (
     PLANE_CLASSES,
     SEQUENCE_CLASSES,
@@ -24,6 +23,8 @@ from radiogenomics.data.series import (
     SeriesSlicing,
     cut_series,
 )
+from radiogenomics.data.volume import Volume
+from radiogenomics.errors import RadiogenomicsError
 from radiogenomics.models.classifier import ClassificationModule
 from radiogenomics.models.nets.attention_vgg import AttentionVGG16
 from radiogenomics.models.nets.efficientnet3d import EfficientNet3D

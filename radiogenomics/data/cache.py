@@ -39,8 +39,8 @@ import torch
 from tqdm.auto import tqdm
 
 from radiogenomics.data.case import Case
-from radiogenomics.data.errors import DataError
 from radiogenomics.data.transforms import PreprocessConfig, preprocessing
+from radiogenomics.errors import DataError
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from radiogenomics.data.case import SEQUENCES, Case, canonical_sequence
-from radiogenomics.data.errors import CohortError, LabelError
+from radiogenomics.errors import CohortError, LabelError
 
 log = logging.getLogger(__name__)
 

@@ -30,9 +30,11 @@ import numpy as np
 from tqdm import tqdm
 
 from radiogenomics.data.case import SEQUENCES, canonical_sequence
-from radiogenomics.data.errors import CohortError, DataError
 from radiogenomics.data.nifti import write_nifti
-from radiogenomics.data.readers import Volume, load_volumes
+from radiogenomics.data.readers import load_volumes
+from radiogenomics.data.volume import Volume
+from radiogenomics.errors import CohortError, DataError
+from radiogenomics.files import atomic_write
 
 BRATS_SUFFIXES: dict[str, str] = {"FLAIR": "flair", "T1w": "t1", "T1wCE": "t1ce", "T2w": "t2"}
 ERRORS_FILE = "conversion_errors.csv"
@@ -288,9 +290,8 @@ def _copy_labels(in_dir: Path, out_dir: Path) -> list[Path]:
     for name in LABEL_TABLES:
         source = next((folder / name for folder in folders if (folder / name).is_file()), None)
         if source is not None:
-            temp = out_dir / f".{name}.tmp"
-            shutil.copyfile(source, temp)
-            os.replace(temp, out_dir / name)
+            with atomic_write(out_dir / name) as temp:
+                shutil.copyfile(source, temp)
             copied.append(out_dir / name)
     return copied
 

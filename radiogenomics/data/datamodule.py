@@ -21,9 +21,9 @@ from radiogenomics.data.augment import AugmentConfig, augmentation
 from radiogenomics.data.cache import PreprocessCache
 from radiogenomics.data.case import SEQUENCES, Case, canonical_sequence
 from radiogenomics.data.cohorts import COHORTS, load_cohort, require_label
-from radiogenomics.data.errors import CohortError, ConfigError
 from radiogenomics.data.splits import load_or_create_splits
 from radiogenomics.data.transforms import PreprocessConfig
+from radiogenomics.errors import CohortError, ConfigError
 
 log = logging.getLogger(__name__)
 

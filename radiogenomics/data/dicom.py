@@ -32,8 +32,8 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
-from radiogenomics.data.errors import DicomError
-from radiogenomics.data.readers import Volume
+from radiogenomics.data.volume import Volume
+from radiogenomics.errors import DicomError
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 NATIVE_SYNTAXES = {"1.2.840.10008.1.2": False, "1.2.840.10008.1.2.1": True}  # uid -> explicit VR

@@ -12,7 +12,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from radiogenomics.data.errors import LabelError
+from radiogenomics.errors import LabelError
 
 BACKGROUND, NCR, ED, ET = 0, 1, 2, 3
 INTERNAL_CLASSES: tuple[str, ...] = ("background", "NCR", "ED", "ET")

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
-from radiogenomics.data.errors import NiftiError
-from radiogenomics.data.readers import NIFTI_SUFFIXES, Volume
+from radiogenomics.data.volume import NIFTI_SUFFIXES, Volume
+from radiogenomics.errors import NiftiError
+from radiogenomics.files import atomic_write
 
 
 def read_nifti(path: str | Path, patient: str | None = None) -> Volume:
@@ -68,16 +67,9 @@ def write_nifti(array: np.ndarray, affine: np.ndarray, path: str | Path) -> Path
     suffix = next((s for s in NIFTI_SUFFIXES[::-1] if name.endswith(s)), None)
     if suffix is None:
         raise ValueError(f"a NIfTI path must end with .nii or .nii.gz, got {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
     image = nib.Nifti1Image(np.asarray(array), np.asarray(affine, dtype=np.float64))
     image.set_qform(image.affine, code=1)
     image.set_sform(image.affine, code=1)
-    handle, temp = tempfile.mkstemp(suffix=suffix, prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
-    try:
+    with atomic_write(path) as temp:
         nib.save(image, temp)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
     return path

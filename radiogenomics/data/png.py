@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from radiogenomics.data.errors import DataError
-from radiogenomics.data.readers import Volume
+from radiogenomics.data.volume import Volume
+from radiogenomics.errors import DataError
 
 _NUMBER = re.compile(r"(\d+)$")
 

@@ -1,49 +1,22 @@
-"""The one entry point for reading an image: a DICOM series folder, a DICOM file or a NIfTI file."""
+"""The one entry point for reading an image: which reader a path goes to, and the reading.
+
+A DICOM series folder or file goes to `dicom.py`, a NIfTI file to `nifti.py`, a folder of
+PNG slices to `png.py`; each returns a `Volume` (see `volume.py`).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from radiogenomics.data.dicom import read_dicom, read_dicom_series
+from radiogenomics.data.nifti import read_nifti
+from radiogenomics.data.png import read_png_volume
+from radiogenomics.data.volume import DICOM_SUFFIXES, Volume, is_nifti
+from radiogenomics.errors import DataError
 
-from radiogenomics.data.errors import DataError
-
-PLANES: tuple[str, ...] = ("axial", "coronal", "sagittal", "unknown")
-"""Acquisition planes a Volume can report."""
-
-NIFTI_SUFFIXES: tuple[str, ...] = (".nii", ".nii.gz")
-DICOM_SUFFIXES: tuple[str, ...] = (".dcm", ".dicom", ".ima", "")
-
-
-@dataclass
-class Volume:
-    """A 3D image in RAS+ voxel order with its voxel -> RAS+ mm affine.
-
-    `meta` holds non-identifying facts (series_description, n_slices, transfer_syntax, ...),
-    never patient names, ids or dates.
-    """
-
-    array: np.ndarray
-    affine: np.ndarray
-    spacing: tuple[float, float, float]
-    plane: str = "unknown"
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_array(
-        cls, array: np.ndarray, affine: np.ndarray, plane: str = "unknown", **meta: Any
-    ) -> Volume:
-        """A Volume whose spacing is read off the affine's column lengths."""
-        affine = np.asarray(affine, dtype=np.float64)
-        spacing = tuple(float(s) for s in np.linalg.norm(affine[:3, :3], axis=0))
-        return cls(np.asarray(array, dtype=np.float32), affine, spacing, plane, dict(meta))
-
-
-def is_nifti(path: str | Path) -> bool:
-    """Whether `path` names a NIfTI file (.nii or .nii.gz)."""
-    return str(path).lower().endswith(NIFTI_SUFFIXES)
+Reader = Callable[..., Volume]
 
 
 def _has_dicom_preamble(path: Path) -> bool:
@@ -61,36 +34,37 @@ def _is_dicom(path: Path) -> bool:
     return not path.is_file() or path.suffix.lower() in DICOM_SUFFIXES or _has_dicom_preamble(path)
 
 
+def reader_for(path: Path) -> tuple[str, Reader]:
+    """The format name and reader of `path`: ``nifti``, ``dicom`` or ``png``."""
+    if is_nifti(path):
+        return "nifti", read_nifti
+    if _is_dicom(path):
+        return "dicom", read_dicom
+    if path.is_dir():
+        return "png", read_png_volume
+    raise DataError(
+        "unknown image format",
+        path=path,
+        hint="give a DICOM series folder, a .dcm file or a .nii/.nii.gz file",
+    )
+
+
 def load_volume(path: str | Path, patient: str | None = None, **options: Any) -> Volume:
     """Read a DICOM series folder, a DICOM file, a NIfTI file or a PNG series folder (RAS+).
 
     `options` go to the DICOM reader (e.g. ``skip_invalid_files=True``, config key
     ``data.skip_invalid_files``). A multi-volume (4D) DICOM series or NIfTI file is refused.
     """
-    # Imported here: both readers build Volume objects from this module.
-    from radiogenomics.data.dicom import read_dicom
-    from radiogenomics.data.nifti import read_nifti
-    from radiogenomics.data.png import read_png_volume
-
     path = Path(path)
-    if is_nifti(path):
-        return read_nifti(path, patient=patient)
-    if _is_dicom(path):
-        return read_dicom(path, patient=patient, **options)
-    if path.is_dir():
-        return read_png_volume(path, patient=patient)
-    raise DataError(
-        "unknown image format",
-        patient=patient,
-        path=path,
-        hint="give a DICOM series folder, a .dcm file or a .nii/.nii.gz file",
-    )
+    try:
+        kind, read = reader_for(path)
+    except DataError as err:
+        raise DataError(err.reason, patient=patient, path=path, hint=err.hint) from None
+    return read(path, patient=patient, **(options if kind == "dicom" else {}))
 
 
 def load_volumes(path: str | Path, patient: str | None = None, **options: Any) -> list[Volume]:
     """Every volume of an image, as `load_volume` reads it: several for a 4D DICOM series."""
-    from radiogenomics.data.dicom import read_dicom_series
-
     path = Path(path)
     if _is_dicom(path):
         return read_dicom_series(path, patient=patient, **options)

@@ -36,7 +36,7 @@ from monai.data.utils import AFFINE_TOL
 from monai.networks.utils import to_norm_affine
 from monai.utils import LazyAttr
 
-from radiogenomics.data.errors import DataError
+from radiogenomics.errors import DataError
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,10 @@ from radiogenomics.data.augment import augmentation
 from radiogenomics.data.cache import PrepareReport, fill_cache, fingerprint
 from radiogenomics.data.case import SEQUENCES, Case
 from radiogenomics.data.datamodule import MRIDataModule
-from radiogenomics.data.errors import DataError
-from radiogenomics.data.readers import Volume, load_volume
+from radiogenomics.data.readers import load_volume
 from radiogenomics.data.slices import PLANE_AXIS
+from radiogenomics.data.volume import Volume
+from radiogenomics.errors import DataError
 
 log = logging.getLogger(__name__)
 

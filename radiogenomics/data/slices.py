@@ -20,7 +20,7 @@ from radiogenomics.data.cache import PreprocessCache
 from radiogenomics.data.case import Case
 from radiogenomics.data.cohorts import require_label
 from radiogenomics.data.datamodule import SEGMENTATION_TARGET, MRIDataModule
-from radiogenomics.data.errors import LabelError
+from radiogenomics.errors import LabelError
 
 PLANE_AXIS: dict[str, int] = {"sagittal": 0, "coronal": 1, "axial": 2}
 """Spatial axis (RAS voxel order) that a slice of each plane is cut across."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -26,7 +25,8 @@ import pandas as pd
 from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold
 
 from radiogenomics.data.case import LABELS, Case
-from radiogenomics.data.errors import CohortError, LabelError
+from radiogenomics.errors import CohortError, LabelError
+from radiogenomics.files import atomic_write
 
 _REGENERATE = "delete {path} to make new splits, or set data.splits_file to another path"
 
@@ -140,18 +140,11 @@ def validate_splits(splits: dict[str, Any], path: str | Path | None = None) -> N
 
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Write `data` to `path` through a temporary file, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as file:
-            json.dump(data, file, indent=2)
-            file.write("\n")
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as temporary, open(temporary, "w") as file:
+        json.dump(data, file, indent=2)
+        file.write("\n")
+        file.flush()
+        os.fsync(file.fileno())
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -13,10 +13,11 @@ import torch
 from monai import transforms as mt
 from monai.data import MetaTensor
 
-from radiogenomics.data.errors import DataError, NiftiError
 from radiogenomics.data.labels import to_internal
-from radiogenomics.data.readers import is_nifti, load_volume
+from radiogenomics.data.readers import load_volume
 from radiogenomics.data.resample import ResampleCropResized, SeparableResized
+from radiogenomics.data.volume import is_nifti
+from radiogenomics.errors import DataError, NiftiError
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from radiogenomics.data.case import Case, canonical_sequence
 from radiogenomics.data.cohorts import Cohort, duplicate_problem, load_cohort, normalise_id
 from radiogenomics.data.cohorts import sequence_folders as unique_sequence_folders
-from radiogenomics.data.errors import CohortError
+from radiogenomics.errors import CohortError
 
 LAYOUTS: tuple[str, ...] = (
     "patient", "rsna", "png", "synthetic", "brats2021", "brats2023", "brats_hgg_lgg",

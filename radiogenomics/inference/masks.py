@@ -22,8 +22,8 @@ import torch
 from radiogenomics.data.case import Case
 from radiogenomics.data.labels import from_internal
 from radiogenomics.data.nifti import write_nifti
-from radiogenomics.data.readers import Volume
 from radiogenomics.data.transforms import PreprocessConfig
+from radiogenomics.data.volume import Volume
 from radiogenomics.evaluation.segmentation import region_volumes
 from radiogenomics.inference.preprocess import CasePreprocessor, PreparedCase
 from radiogenomics.interpret.uncertainty import VoxelUncertainty

@@ -19,9 +19,9 @@ from torch import nn
 
 from radiogenomics import config as rc
 from radiogenomics.data.datamodule import SEGMENTATION_TARGET
-from radiogenomics.data.errors import RadiogenomicsError
 from radiogenomics.data.slices import PLANE_AXIS, select_slices
 from radiogenomics.data.transforms import PreprocessConfig
+from radiogenomics.errors import RadiogenomicsError
 from radiogenomics.evaluation.aggregation import aggregate
 from radiogenomics.interpret.volume import to_slices
 

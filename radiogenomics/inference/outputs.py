@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from radiogenomics.data.cohorts import normalise_id
-from radiogenomics.data.errors import RadiogenomicsError
+from radiogenomics.errors import RadiogenomicsError
 from radiogenomics.inference.runner import CohortPrediction, Failure, fallback_probabilities
 from radiogenomics.inference.segmentation import CohortSegmentation
 

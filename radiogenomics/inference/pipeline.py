@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from radiogenomics import config as rc
 from radiogenomics.data.cohorts import Cohort
-from radiogenomics.data.errors import RadiogenomicsError
+from radiogenomics.errors import RadiogenomicsError
 from radiogenomics.evaluation.report import (
     EvaluationReport,
     log_report,

@@ -11,8 +11,8 @@ from monai import transforms as mt
 from monai.data import MetaTensor
 
 from radiogenomics.data.case import Case
-from radiogenomics.data.errors import DataError
 from radiogenomics.data.transforms import PreprocessConfig, preprocessing
+from radiogenomics.errors import DataError
 
 
 @dataclass

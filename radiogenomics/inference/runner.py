@@ -19,8 +19,8 @@ from torch import nn
 
 from radiogenomics.data.case import Case
 from radiogenomics.data.cohorts import Cohort
-from radiogenomics.data.errors import DataError, RadiogenomicsError
 from radiogenomics.data.nifti import write_nifti
+from radiogenomics.errors import DataError, RadiogenomicsError
 from radiogenomics.evaluation.plots import plot_overlay
 from radiogenomics.inference.models import TrainedModel
 from radiogenomics.inference.preprocess import CasePreprocessor, PreparedCase

@@ -24,9 +24,10 @@ from monai.data import MetaTensor
 
 from radiogenomics.data.case import Case
 from radiogenomics.data.cohorts import Cohort
-from radiogenomics.data.errors import DataError, RadiogenomicsError
 from radiogenomics.data.labels import INTERNAL_CLASSES, REGIONS, to_internal
-from radiogenomics.data.readers import Volume, load_volume
+from radiogenomics.data.readers import load_volume
+from radiogenomics.data.volume import Volume
+from radiogenomics.errors import DataError, RadiogenomicsError
 from radiogenomics.evaluation.segmentation import region_volumes, segmentation_scores
 from radiogenomics.inference.masks import (
     batch_probabilities,

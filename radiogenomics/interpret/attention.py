@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from radiogenomics.data.errors import RadiogenomicsError
+from radiogenomics.errors import RadiogenomicsError
 from radiogenomics.interpret.gradcam import normalise_map
 from radiogenomics.interpret.volume import from_slices, to_slices
 

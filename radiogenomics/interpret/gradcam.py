@@ -10,7 +10,7 @@ import torch
 from monai.visualize import GradCAM
 from torch import nn
 
-from radiogenomics.data.errors import RadiogenomicsError
+from radiogenomics.errors import RadiogenomicsError
 from radiogenomics.interpret.volume import from_slices, to_slices
 
 

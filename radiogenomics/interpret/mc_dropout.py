@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn.modules.dropout import _DropoutNd
 
-from radiogenomics.data.errors import RadiogenomicsError
+from radiogenomics.errors import RadiogenomicsError
 from radiogenomics.interpret.uncertainty import Forward
 
 

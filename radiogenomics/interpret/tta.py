@@ -12,7 +12,7 @@ from monai.data import MetaTensor, TestTimeAugmentation
 from monai.transforms import Compose, InvertibleTransform, Randomizable
 from torch import nn
 
-from radiogenomics.data.errors import RadiogenomicsError
+from radiogenomics.errors import RadiogenomicsError
 from radiogenomics.interpret.uncertainty import Forward
 
 _INTENSITY_MODULE = "monai.transforms.intensity"

@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from radiogenomics.data.errors import ConfigError
+from radiogenomics.errors import ConfigError
 
 TWO_D_DATA = "data=slices, data=png or data=series (2D slices)"
 THREE_D_DATA = "data=synthetic, data=rsna or data=brats (3D volumes)"

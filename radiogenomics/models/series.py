@@ -12,7 +12,6 @@ from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from radiogenomics.data.errors import DataError
 from radiogenomics.data.readers import load_volume
 from radiogenomics.data.series import (
     PLANE_CLASSES,
@@ -21,6 +20,7 @@ from radiogenomics.data.series import (
     acquisition_axis,
     cut_series,
 )
+from radiogenomics.errors import DataError
 from radiogenomics.evaluation.aggregation import PatientAggregation
 from radiogenomics.models.classifier import SPLITS
 

@@ -23,9 +23,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from radiogenomics.data.case import Case
-from radiogenomics.data.errors import DataError, LabelError
 from radiogenomics.data.labels import REGIONS
 from radiogenomics.data.readers import load_volume
+from radiogenomics.errors import DataError, LabelError
 from radiogenomics.evaluation.segmentation import region_volumes
 
 log = logging.getLogger(__name__)

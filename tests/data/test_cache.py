@@ -12,8 +12,8 @@ import pytest
 from radiogenomics.data.cache import PreprocessCache
 from radiogenomics.data.cohorts import load_cohort
 from radiogenomics.data.datamodule import MRIDataModule
-from radiogenomics.data.errors import CohortError
 from radiogenomics.data.transforms import PreprocessConfig
+from radiogenomics.errors import CohortError
 
 CONFIG = PreprocessConfig(sequences=("T1wCE", "FLAIR"), spacing=(6.0, 6.0, 6.0),
                           spatial_size=(16, 16, 16))

@@ -24,8 +24,8 @@ from radiogenomics.data.cohorts import (
     survival_class,
     synthetic_cohort,
 )
-from radiogenomics.data.errors import CohortError, DataError, LabelError
 from radiogenomics.data.png import read_png_series
+from radiogenomics.errors import CohortError, DataError, LabelError
 
 BRATS21_FILES = ("flair", "t1", "t1ce", "t2")
 

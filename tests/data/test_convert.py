@@ -16,9 +16,9 @@ from pydicom.uid import ExplicitVRLittleEndian
 from radiogenomics.data.cohorts import load_cohort
 from radiogenomics.data.convert import convert_cohort, main
 from radiogenomics.data.dicom_write import write_series
-from radiogenomics.data.errors import CohortError, NiftiError
 from radiogenomics.data.nifti import read_nifti
 from radiogenomics.data.readers import load_volume
+from radiogenomics.errors import CohortError, NiftiError
 
 SERIES = {"FLAIR": "axial", "T1w": "sagittal", "T1wCE": "axial", "T2w": "coronal"}
 BRATS = {"FLAIR": "flair", "T1w": "t1", "T1wCE": "t1ce", "T2w": "t2"}

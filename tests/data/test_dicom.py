@@ -17,8 +17,9 @@ from pydicom.uid import ImplicitVRLittleEndian, RLELossless
 from radiogenomics.data import dicom
 from radiogenomics.data.dicom import read_dicom
 from radiogenomics.data.dicom_write import write_enhanced, write_series
-from radiogenomics.data.errors import DataError, DicomError
-from radiogenomics.data.readers import Volume, load_volume
+from radiogenomics.data.readers import load_volume
+from radiogenomics.data.volume import Volume
+from radiogenomics.errors import DataError, DicomError
 
 PLANES = ("axial", "coronal", "sagittal")
 

@@ -25,7 +25,7 @@ from pydicom.uid import ExplicitVRLittleEndian, RawDataStorage
 from radiogenomics.data import dicom
 from radiogenomics.data.dicom import read_dicom, read_dicom_series, read_frames
 from radiogenomics.data.dicom_write import write_enhanced, write_series
-from radiogenomics.data.errors import DicomError
+from radiogenomics.errors import DicomError
 
 with warnings.catch_warnings():  # nibabel warns that its DICOM readers are experimental
     warnings.simplefilter("ignore", UserWarning)

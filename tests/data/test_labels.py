@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from radiogenomics.data.errors import LabelError
 from radiogenomics.data.labels import REGIONS, SCHEMES, from_internal, regions, to_internal
+from radiogenomics.errors import LabelError
 
 # Internal codes: 0 background, 1 NCR, 2 ED, 3 ET.
 INTERNAL = np.array([[0, 1, 2], [3, 2, 1], [0, 3, 0]], dtype=np.uint8)

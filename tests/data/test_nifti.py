@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from radiogenomics.data import nifti
-from radiogenomics.data.errors import NiftiError
 from radiogenomics.data.nifti import read_nifti, write_nifti
 from radiogenomics.data.readers import load_volume
+from radiogenomics.errors import NiftiError
 
 
 @pytest.fixture

@@ -16,11 +16,11 @@ from monai.transforms.utils import generate_spatial_bounding_box
 
 from radiogenomics.data import transforms as T
 from radiogenomics.data.cohorts import load_cohort
-from radiogenomics.data.errors import LabelError
 from radiogenomics.data.labels import SCHEMES, to_internal
 from radiogenomics.data.readers import load_volume
 from radiogenomics.data.resample import AxisMap, apply_axis_maps, foreground_box
 from radiogenomics.data.transforms import PreprocessConfig, preprocessing
+from radiogenomics.errors import LabelError
 
 RAS = (("L", "R"), ("P", "A"), ("I", "S"))
 

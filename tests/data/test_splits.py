@@ -11,13 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from radiogenomics.data.errors import CohortError
 from radiogenomics.data.splits import (
     fold_ids,
     load_or_create_splits,
     make_splits,
     validate_splits,
 )
+from radiogenomics.errors import CohortError
 
 
 def ids_of(n: int) -> list[str]:

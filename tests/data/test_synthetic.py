@@ -14,7 +14,6 @@ import pydicom
 import pytest
 
 from radiogenomics.data.case import SEQUENCES
-from radiogenomics.data.errors import CohortError
 from radiogenomics.data.readers import load_volume
 from radiogenomics.data.synthetic import cohort as cohort_module
 from radiogenomics.data.synthetic import ensure_cohort, generate_cohort
@@ -23,6 +22,7 @@ from radiogenomics.data.synthetic.clinical import draw_clinical
 from radiogenomics.data.synthetic.contrast import MGMT_EFFECT, draw_contrast
 from radiogenomics.data.synthetic.patient import simulate_patient
 from radiogenomics.data.synthetic.settings import make_settings
+from radiogenomics.errors import CohortError
 
 SIZE = 48  # 4 mm voxels: small and fast, still resolves the tumour rim
 PATIENTS = 3

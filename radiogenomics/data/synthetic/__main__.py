@@ -8,7 +8,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import CohortError, RadiogenomicsError
+from radiogenomics.errors import CohortError, RadiogenomicsError
+
 from .cohort import FORMATS, generate_cohort
 from .settings import PRESETS
 

@@ -15,7 +15,8 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from ..errors import DataError
+from radiogenomics.errors import DataError
+
 from .fields import SmoothField, broadcast_axes, grid_axes, sample
 from .settings import BRAIN_CENTRE_MM, FIELD_OF_VIEW_MIN_MM, FIELD_OF_VIEW_MM
 

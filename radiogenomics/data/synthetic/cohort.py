@@ -13,7 +13,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ..errors import CohortError
+from radiogenomics.errors import CohortError
+
 from .brats import write_brats
 from .patient import simulate_patient
 from .rsna import write_rsna

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from radiogenomics.data.errors import RadiogenomicsError
+from radiogenomics.errors import RadiogenomicsError
 from radiogenomics.models.nets.weights import load_state_dict_file
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from radiogenomics.data.errors import RadiogenomicsError
+from radiogenomics.errors import RadiogenomicsError
 
 log = logging.getLogger(__name__)
 

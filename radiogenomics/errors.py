@@ -1,7 +1,12 @@
-"""Errors raised for bad input: each names the patient and/or file and says what to do."""
+"""Errors raised on purpose, each naming the patient, file or key and what to do, and the
+`Failure` record of a patient or series that could not be used.
+
+The ground floor of the package: it imports nothing of radiogenomics.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -67,3 +72,28 @@ class ConfigError(RadiogenomicsError, ValueError):
 
 class TrainingError(RadiogenomicsError):
     """Training that cannot go on (a NaN or infinite loss, metric or weight), with what to try."""
+
+
+class CheckpointError(RadiogenomicsError):
+    """A checkpoint or run folder that cannot be used (missing, unreadable, wrong model)."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A patient (and, when known, its series and file) that could not be used, and why.
+
+    Every batch job (cohort reading, preprocessing, training set-up, conversion, prediction)
+    reports what it could not use as a list of these, so no patient is dropped silently.
+    """
+
+    patient: str
+    reason: str
+    series: str = ""
+    path: str = ""
+
+    @classmethod
+    def from_error(cls, error: Exception, patient: str, series: str = "",
+                   path: str | Path = "") -> Failure:
+        """The failure an exception stands for (a DataError's own path when it has one)."""
+        where = getattr(error, "path", None) or path
+        return cls(patient, str(error), series, str(where) if where else "")
