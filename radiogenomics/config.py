@@ -129,7 +129,7 @@ def save_run_info(cfg: DictConfig, output_dir: str | Path,
         info["fold"] = getattr(datamodule, "fold", None)
     skipped = getattr(datamodule, "skipped", None)
     if skipped:
-        info["skipped_patients"] = skipped
+        info["skipped_patients"] = {f.patient: f.reason for f in skipped}
     _write_atomic(out / "run_info.json", json.dumps(info, indent=1))
     return out
 

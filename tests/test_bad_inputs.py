@@ -177,7 +177,7 @@ def test_missing_sequence_folder_raises_or_is_skipped_when_asked(
     dm = datamodule(root, cache_dir, on_error="skip")
     dm.prepare_data()
     dm.setup()
-    assert "missing sequence folder" in dm.skipped[BROKEN]
+    assert "missing sequence folder" in {f.patient: f.reason for f in dm.skipped}[BROKEN]
     assert BROKEN not in {case["id"] for case in dm.train_cases + dm.val_cases}
 
 
@@ -291,7 +291,7 @@ def test_patient_without_label_row_is_skipped_when_asked(tiny_cohort, cache_dir,
                     sequences=("T1wCE",), on_error="skip")
     dm.prepare_data()
     dm.setup()
-    assert "no MGMT_value row" in dm.skipped["00003"]
+    assert "no MGMT_value row" in {f.patient: f.reason for f in dm.skipped}["00003"]
     assert "00003" not in {case["id"] for case in dm.train_cases + dm.val_cases}
 
 

@@ -83,7 +83,7 @@ def test_convert_refuses_two_folders_of_one_sequence(tiny_cohort, tmp_path) -> N
     out = tmp_path / "out"
     report = convert_cohort(patient, out, workers=1)
     assert [(f.patient, f.series) for f in report.failures] == [(PATIENT, "T1wCE")]
-    message = report.failures[0].error
+    message = report.failures[0].reason
     assert "two folders of one sequence" in message and "T1C" in message and "keep one" in message
     assert not (out / "BraTS2021_00000" / "BraTS2021_00000_t1ce.nii.gz").exists()
     assert "T1wCE" in (out / ERRORS_FILE).read_text()

@@ -199,7 +199,7 @@ def test_two_folders_of_one_sequence_are_an_error_naming_both(tiny_cohort: Path,
     assert load_cohort("rsna", cohort / "rsna", sequences=["FLAIR"], exclude=()).cases
     # predict.py: one patient's folder given directly
     single = prediction_cohort(patient, ["T1wCE"])
-    assert not single.cases and extra in single.skipped[0][1]
+    assert not single.cases and extra in single.skipped[0].reason
 
 
 def test_a_nifti_image_present_twice_is_an_error_naming_both(tiny_cohort: Path,
@@ -313,5 +313,5 @@ def test_a_segmenter_with_non_finite_output_writes_no_mask(tmp_path: Path,
     case = {"id": "00007", "images": {"T1wCE": str(tmp_path)}, "labels": {}, "seg": None}
     result = segmenter.segment(Cohort("x", tmp_path, [case]))
     assert [f.patient for f in result.failures] == ["00007"]
-    assert "not finite" in result.failures[0].error
+    assert "not finite" in result.failures[0].reason
     assert result.patients[0].failed and not (tmp_path / "masks").exists()

@@ -230,8 +230,8 @@ def test_series_cache_reports_every_patient_with_parallel_workers(tiny_cohort, t
     cache = SeriesCache(tmp_path / "series", SeriesSlicing(2, (16, 16)), SEQUENCE_CLASSES)
     report = cache.prepare([*cases[:2], broken], workers=2, progress=False)
     assert sorted(report.prepared) == sorted(c["id"] for c in cases[:2])
-    assert list(report.failed) == [broken["id"]] and "no usable series" in report.failed[
-        broken["id"]]
+    assert [f.patient for f in report.failed] == [broken["id"]]
+    assert "no usable series" in report.failed[0].reason
     again = cache.prepare(cases[:2], workers=2, progress=False)
     assert sorted(again.cached) == sorted(c["id"] for c in cases[:2])
     assert cache.load(cases[0])["slices"].shape[1:] == (1, 16, 16)

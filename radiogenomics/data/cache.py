@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from radiogenomics.data.case import Case
 from radiogenomics.data.transforms import PreprocessConfig, preprocessing
-from radiogenomics.errors import DataError
+from radiogenomics.errors import DataError, Failure
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +84,14 @@ class PrepareReport:
 
     prepared: list[str] = field(default_factory=list)
     cached: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
+    failed: list[Failure] = field(default_factory=list)
 
     def summary(self) -> str:
         text = (f"{len(self.prepared)} prepared, {len(self.cached)} already cached, "
                 f"{len(self.failed)} failed")
         if self.failed:
-            text += "\n" + "\n".join(f"  {pid}: {why}" for pid, why in sorted(self.failed.items()))
+            text += "\n" + "\n".join(f"  {f.patient}: {f.reason}" for f in
+                                      sorted(self.failed, key=lambda f: f.patient))
         return text
 
 
@@ -327,7 +328,7 @@ def fill_cache(cases: list[Case], entry: Callable[[Case], Path], ready: Callable
             try:
                 path = entry(case)
             except DataError as err:
-                report.failed[case["id"]] = str(err)
+                report.failed.append(Failure.from_error(err, case["id"]))
                 bar.update()
                 continue
             if ready(path):
@@ -384,4 +385,4 @@ def _record(report: PrepareReport, case_id: str, error: str | None) -> None:
     if error is None:
         report.prepared.append(case_id)
     else:
-        report.failed[case_id] = error
+        report.failed.append(Failure(case_id, error))

@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from radiogenomics.data.case import SEQUENCES, Case, canonical_sequence
-from radiogenomics.errors import CohortError, LabelError
+from radiogenomics.errors import CohortError, Failure, LabelError
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,8 @@ class Cohort:
     name: str
     root: Path
     cases: list[Case]
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    """(patient, reason) of each patient dropped by ``on_missing="skip"`` (or ``"report"``)."""
+    skipped: list[Failure] = field(default_factory=list)
+    """Each patient dropped by ``on_missing="skip"`` (or ``"report"``), with the reason."""
     excluded: list[str] = field(default_factory=list)
     """Patients found on disk but left out on purpose (the `exclude` list)."""
 
@@ -256,7 +256,8 @@ def _finish(
     if not kept and on_missing != "report":
         raise CohortError(f"the {name} cohort has no usable case", path=root,
                           hint="check data.root and the layout of the cohort")
-    return Cohort(name=name, root=root, cases=kept, skipped=problems, excluded=sorted(excluded))
+    return Cohort(name=name, root=root, cases=kept, excluded=sorted(excluded),
+                  skipped=[Failure(pid, reason) for pid, reason in problems])
 
 
 def _exclude_set(exclude: Iterable[str | int]) -> set[str]:
@@ -691,12 +692,12 @@ def synthetic_cohort(
     if brats_root.is_dir() or image_format == "nifti":
         brats = brats2021_cohort(brats_root, require_seg=True, on_missing=on_missing)
         masks = {case["id"]: case for case in brats}
-        problems += [(pid, reason) for pid, reason in brats.skipped if pid in ids]
+        problems += [(f.patient, f.reason) for f in brats.skipped if f.patient in ids]
     else:
         log.warning("synthetic cohort %s has no brats/ folder: its cases carry no mask", root)
     if image_format == "dicom":
         dicom = rsna_cohort(rsna_root, split=split, exclude=(), on_missing=on_missing)
-        problems += dicom.skipped
+        problems += [(f.patient, f.reason) for f in dicom.skipped]
         images = {case["id"]: case["images"] for case in dicom}
     else:
         images = {pid: case["images"] for pid, case in masks.items()}

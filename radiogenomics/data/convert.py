@@ -33,7 +33,7 @@ from radiogenomics.data.case import SEQUENCES, canonical_sequence
 from radiogenomics.data.nifti import write_nifti
 from radiogenomics.data.readers import load_volumes
 from radiogenomics.data.volume import Volume
-from radiogenomics.errors import CohortError, DataError
+from radiogenomics.errors import CohortError, DataError, Failure
 from radiogenomics.files import atomic_write
 
 BRATS_SUFFIXES: dict[str, str] = {"FLAIR": "flair", "T1w": "t1", "T1wCE": "t1ce", "T2w": "t2"}
@@ -41,16 +41,6 @@ ERRORS_FILE = "conversion_errors.csv"
 NOTES_FILE = "conversion_notes.csv"
 LABEL_TABLES = ("train_labels.csv",)
 """Label tables of IN copied to OUT, so that training on OUT finds the labels."""
-
-
-@dataclass(frozen=True)
-class Failure:
-    """A series that could not be converted, and why."""
-
-    patient: str
-    series: str
-    path: str
-    error: str
 
 
 @dataclass(frozen=True)
@@ -83,7 +73,7 @@ class ConversionReport:
             f"{len(self.failures)} series failed in {len(failed)} patient(s)"
         ]
         for f in sorted(self.failures, key=lambda f: (f.patient, f.series)):
-            lines.append(f"  {f.patient} {f.series}: {f.error}")
+            lines.append(f"  {f.patient} {f.series}: {f.reason}")
         if self.notes:
             lines.append(f"{len(self.notes)} note(s) on converted series:")
             lines += [f"  {n.patient} {n.series}: {n.note}" for n in self.notes]
@@ -187,14 +177,14 @@ def convert_patient(
     case = case_name(patient)
     for sequence in SEQUENCES:
         if sequence not in series:
-            failures.append(Failure(patient, sequence, str(folder), "series folder missing"))
+            failures.append(Failure(patient, "series folder missing", sequence, str(folder)))
             continue
         if len(candidates[sequence]) > 1:  # never pick one of two series silently
             both = " and ".join(str(path) for path in candidates[sequence])
             failures.append(Failure(
-                patient, sequence, str(folder),
-                f"patient {patient}: two folders of one sequence ({sequence}): {both} -> keep "
-                "one (rename or move the other out of the patient folder)"))
+                patient, f"patient {patient}: two folders of one sequence ({sequence}): {both} "
+                "-> keep one (rename or move the other out of the patient folder)",
+                sequence, str(folder)))
             continue
         target = out_dir / case / f"{case}_{BRATS_SUFFIXES[sequence]}.nii.gz"
         try:
@@ -204,11 +194,11 @@ def convert_patient(
             array, affine = _stack_volumes(volumes)
             written.append(write_nifti(_as_stored(array), affine, target))
         except DataError as error:
-            failures.append(Failure(patient, sequence, error.path or str(folder), str(error)))
+            failures.append(Failure(patient, str(error), sequence, error.path or str(folder)))
             continue
         except Exception as error:  # one bad series must not stop the cohort
             message = f"unexpected {type(error).__name__}: {error}"
-            failures.append(Failure(patient, sequence, str(series[sequence]), message))
+            failures.append(Failure(patient, message, sequence, str(series[sequence])))
             continue
         notes += [Note(patient, sequence, f"skipped {item}")
                   for item in volumes[0].meta.get("skipped", [])]
@@ -363,7 +353,7 @@ def _write_errors(failures: list[Failure], path: Path) -> None:
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["patient", "series", "path", "error"])
-        writer.writerows([f.patient, f.series, f.path, f.error] for f in failures)
+        writer.writerows([f.patient, f.series, f.path, f.reason] for f in failures)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,7 @@ from radiogenomics.data.case import SEQUENCES, Case, canonical_sequence
 from radiogenomics.data.cohorts import COHORTS, load_cohort, require_label
 from radiogenomics.data.splits import load_or_create_splits
 from radiogenomics.data.transforms import PreprocessConfig
-from radiogenomics.errors import CohortError, ConfigError
+from radiogenomics.errors import CohortError, ConfigError, Failure
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +229,8 @@ class MRIDataModule(pl.LightningDataModule):
         self.cohort_options = dict(cohort_options or {})
         self.synthetic = synthetic
         self.on_error = on_error
-        self.skipped: dict[str, str] = {}
+        self.skipped: list[Failure] = []
+        """Every patient left out (missing folders or labels, failed preprocessing), and why."""
         self.splits: dict[str, Any] | None = None
         self.train_cases: list[Case] = []
         self.val_cases: list[Case] = []
@@ -247,8 +248,7 @@ class MRIDataModule(pl.LightningDataModule):
             # only the series the model reads must exist (a T1wCE model needs no FLAIR folder)
             options.setdefault("sequences", list(self.sequences))
         cohort = load_cohort(self.layout, self.root, split=split, **options)
-        for patient, reason in cohort.skipped:
-            self.skipped[patient] = reason
+        self.skipped += cohort.skipped
         return list(cohort.cases)
 
     def _has_test_split(self) -> bool:
@@ -278,10 +278,10 @@ class MRIDataModule(pl.LightningDataModule):
 
         ensure_cohort(self.root, **dict(self.synthetic))
 
-    def _handle_failures(self, failed: dict[str, str]) -> None:
+    def _handle_failures(self, failed: list[Failure]) -> None:
         if not failed:
             return
-        listing = "\n".join(f"  {why}" for why in failed.values())
+        listing = "\n".join(f"  {f.reason}" for f in failed)
         if self.on_error == "raise":
             raise CohortError(
                 f"{len(failed)} patient(s) could not be preprocessed:\n{listing}",
@@ -290,16 +290,18 @@ class MRIDataModule(pl.LightningDataModule):
             )
         log.warning("skipping %d patient(s) that could not be preprocessed:\n%s",
                     len(failed), listing)
-        self.skipped.update(failed)
+        self.skipped += failed
 
     def _usable(self, cases: list[Case]) -> list[Case]:
-        failed = {}
+        failed = []
         usable = []
+        skipped = {f.patient for f in self.skipped}
         for case in cases:
-            if case["id"] in self.skipped:
+            if case["id"] in skipped:
                 continue
             if not self.cache.has(case):
-                failed[case["id"]] = f"[patient {case['id']}] not in the preprocessing cache"
+                failed.append(Failure(case["id"],
+                                      f"[patient {case['id']}] not in the preprocessing cache"))
                 continue
             usable.append(case)
         self._handle_failures(failed)

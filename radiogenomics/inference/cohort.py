@@ -14,7 +14,7 @@ from pathlib import Path
 from radiogenomics.data.case import Case, canonical_sequence
 from radiogenomics.data.cohorts import Cohort, duplicate_problem, load_cohort, normalise_id
 from radiogenomics.data.cohorts import sequence_folders as unique_sequence_folders
-from radiogenomics.errors import CohortError
+from radiogenomics.errors import CohortError, Failure
 
 LAYOUTS: tuple[str, ...] = (
     "patient", "rsna", "png", "synthetic", "brats2021", "brats2023", "brats_hgg_lgg",
@@ -100,7 +100,7 @@ def patient_cohort(folder: Path, sequences: Sequence[str]) -> Cohort:
     if missing:
         reasons.append(f"missing sequence folder(s) {', '.join(missing)} in {folder}")
     if reasons:
-        return Cohort("patient", folder, [], skipped=[(pid, "; ".join(reasons))])
+        return Cohort("patient", folder, [], skipped=[Failure(pid, "; ".join(reasons))])
     return Cohort("patient", folder, [case])
 
 
@@ -114,7 +114,7 @@ def png_prediction_cohort(patients_dir: Path, sequences: Sequence[str]) -> Cohor
     cohort = load_cohort("png", patients_dir, split="train", exclude=(), sequences=sequences,
                          allow_unlabelled=True, on_missing="report")
     on_disk = {normalise_id(p.name) for p in _folders(patients_dir)}
-    cohort.skipped = [(pid, why) for pid, why in cohort.skipped if pid in on_disk]
+    cohort.skipped = [f for f in cohort.skipped if f.patient in on_disk]
     return cohort
 
 

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 
 from radiogenomics.data.cohorts import normalise_id
-from radiogenomics.errors import RadiogenomicsError
-from radiogenomics.inference.runner import CohortPrediction, Failure, fallback_probabilities
+from radiogenomics.errors import Failure, RadiogenomicsError
+from radiogenomics.inference.runner import CohortPrediction, fallback_probabilities
 from radiogenomics.inference.segmentation import CohortSegmentation
 
 ID_COLUMN = "BraTS21ID"
@@ -89,7 +89,7 @@ def reject_non_finite(result: CohortPrediction, fallback: float) -> list[str]:
         patient.uncertainty = None
         patient.failed = True
         result.failures.append(Failure(
-            patient.id, "", "", f"[patient {patient.id}] the model's output is not finite "
+            patient.id, f"[patient {patient.id}] the model's output is not finite "
             "(NaN or inf) -> check this patient's images (extreme or empty intensities) and "
             "that the checkpoint is not diverged"))
     return bad
@@ -128,7 +128,7 @@ def write_predictions(result: CohortPrediction, path: str | Path) -> Path:
 
 def write_errors(result: CohortPrediction | CohortSegmentation, path: str | Path) -> Path:
     """Every patient or series that could not be used and why (a header alone when none)."""
-    rows = sorted([f.patient, f.series, f.path, f.error] for f in result.failures)
+    rows = sorted([f.patient, f.series, f.path, f.reason] for f in result.failures)
     pd.DataFrame(rows, columns=ERROR_COLUMNS).to_csv(path, index=False)
     return Path(path)
 

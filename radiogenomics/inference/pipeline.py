@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from radiogenomics import config as rc
 from radiogenomics.data.cohorts import Cohort
-from radiogenomics.errors import RadiogenomicsError
+from radiogenomics.errors import Failure, RadiogenomicsError
 from radiogenomics.evaluation.report import (
     EvaluationReport,
     log_report,
@@ -32,7 +32,6 @@ from radiogenomics.inference.models import TrainedModel, load_models
 from radiogenomics.inference.runner import (
     CohortPrediction,
     CohortPredictor,
-    Failure,
     labelled,
     resolve_device,
 )

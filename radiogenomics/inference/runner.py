@@ -20,7 +20,7 @@ from torch import nn
 from radiogenomics.data.case import Case
 from radiogenomics.data.cohorts import Cohort
 from radiogenomics.data.nifti import write_nifti
-from radiogenomics.errors import DataError, RadiogenomicsError
+from radiogenomics.errors import DataError, Failure, RadiogenomicsError
 from radiogenomics.evaluation.plots import plot_overlay
 from radiogenomics.inference.models import TrainedModel
 from radiogenomics.inference.preprocess import CasePreprocessor, PreparedCase
@@ -53,16 +53,6 @@ class UncertaintyEstimator(Protocol):
 
     def voxel_samples(self, forward: Callable[[torch.Tensor], torch.Tensor], net: nn.Module,
                       image: torch.Tensor) -> torch.Tensor: ...
-
-
-@dataclass(frozen=True)
-class Failure:
-    """A patient (and, when known, the series) that could not be used, and why."""
-
-    patient: str
-    series: str
-    path: str
-    error: str
 
 
 @dataclass
@@ -109,7 +99,7 @@ def failure_of(case_id: str, images: dict[str, str], error: DataError) -> Failur
         bad = Path(error.path)
         series = next((s for s, p in images.items() if bad == Path(p) or Path(p) in bad.parents),
                       "")
-    return Failure(case_id, series, error.path or "", str(error))
+    return Failure(case_id, str(error), series, error.path or "")
 
 
 class CohortPredictor:
@@ -177,8 +167,7 @@ class CohortPredictor:
     def predict(self, cohort: Cohort) -> CohortPrediction:
         """Every patient of `cohort`, including those it skipped, in id order."""
         result = CohortPrediction(self.target, [m.name for m in self.models], [])
-        for pid, reason in cohort.skipped:
-            result.failures.append(Failure(pid, "", "", reason))
+        result.failures += cohort.skipped
         for case in cohort.cases:
             try:
                 prediction, maps = self.predict_case(case)

@@ -27,7 +27,7 @@ from radiogenomics.data.cohorts import Cohort
 from radiogenomics.data.labels import INTERNAL_CLASSES, REGIONS, to_internal
 from radiogenomics.data.readers import load_volume
 from radiogenomics.data.volume import Volume
-from radiogenomics.errors import DataError, RadiogenomicsError
+from radiogenomics.errors import DataError, Failure, RadiogenomicsError
 from radiogenomics.evaluation.segmentation import region_volumes, segmentation_scores
 from radiogenomics.inference.masks import (
     batch_probabilities,
@@ -38,7 +38,7 @@ from radiogenomics.inference.masks import (
 )
 from radiogenomics.inference.models import TrainedModel
 from radiogenomics.inference.preprocess import CasePreprocessor, PreparedCase
-from radiogenomics.inference.runner import Failure, UncertaintyEstimator, failure_of
+from radiogenomics.inference.runner import UncertaintyEstimator, failure_of
 from radiogenomics.interpret.uncertainty import VoxelStatistics
 
 log = logging.getLogger(__name__)
@@ -166,7 +166,7 @@ class CohortSegmenter:
     def segment(self, cohort: Cohort) -> CohortSegmentation:
         """Every patient of `cohort`, including those it skipped, in id order."""
         result = CohortSegmentation([m.name for m in self.models], [])
-        result.failures += [Failure(pid, "", "", reason) for pid, reason in cohort.skipped]
+        result.failures += cohort.skipped
         for case in cohort.cases:
             try:
                 result.patients.append(self.segment_case(case))

@@ -98,7 +98,8 @@ def test_parallel_preparation_reports_every_case_and_starts_no_pool_when_all_are
     missing_sequence = {**cases[2], "images": {"T1wCE": cases[2]["images"]["T1wCE"]}}
     report = cache.prepare([cases[0], cases[1], missing_sequence], workers=2, progress=False)
     assert report.cached == [cases[0]["id"]] and report.prepared == [cases[1]["id"]]
-    assert list(report.failed) == [cases[2]["id"]] and "FLAIR" in report.failed[cases[2]["id"]]
+    assert [f.patient for f in report.failed] == [cases[2]["id"]]
+    assert "FLAIR" in report.failed[0].reason
 
     def no_pool(*args, **kwargs):
         raise AssertionError("a process pool was started with every case cached")
@@ -117,8 +118,8 @@ def test_a_broken_patient_is_reported_not_dropped(tmp_path: Path, tiny_cohort: P
     for dicom in Path(broken["images"]["T1wCE"]).iterdir():
         dicom.write_bytes(dicom.read_bytes()[:200])
     report = PreprocessCache(tmp_path / "cache", CONFIG).prepare(cases, progress=False)
-    assert list(report.failed) == [broken["id"]]
-    assert broken["id"] in report.failed[broken["id"]]
+    assert [f.patient for f in report.failed] == [broken["id"]]
+    assert broken["id"] in report.failed[0].reason
     assert len(report.prepared) == len(cases) - 1
 
     def datamodule(on_error: str) -> MRIDataModule:
@@ -132,7 +133,7 @@ def test_a_broken_patient_is_reported_not_dropped(tmp_path: Path, tiny_cohort: P
     skipping = datamodule("skip")
     skipping.prepare_data()
     skipping.setup()
-    assert broken["id"] in skipping.skipped
+    assert broken["id"] in {f.patient for f in skipping.skipped}
     used = {c["id"] for c in skipping.train_cases + skipping.val_cases}
     assert broken["id"] not in used
 

@@ -175,7 +175,7 @@ def test_labelled_ids_without_folder(rsna_root: Path) -> None:
     assert "00555: labelled in" in str(info.value) and "00777" in str(info.value)
     cohort = rsna_cohort(rsna_root, on_missing="skip")
     assert cohort.ids == ["00003", "00012", "00200"]
-    assert [pid for pid, _ in cohort.skipped] == ["00555", "00777"]
+    assert [f.patient for f in cohort.skipped] == ["00555", "00777"]
 
 
 def test_folders_without_label(rsna_root: Path) -> None:
@@ -204,7 +204,7 @@ def test_bad_sequences_listed_at_once_then_skipped(rsna_root: Path, caplog) -> N
     with caplog.at_level(logging.WARNING):
         cohort = rsna_cohort(rsna_root, on_missing="skip")
     assert cohort.ids == ["00012"]
-    assert [pid for pid, _ in cohort.skipped] == ["00003", "00200"]
+    assert [f.patient for f in cohort.skipped] == ["00003", "00200"]
     assert "00003" in caplog.text and "00200" in caplog.text
 
     relaxed = rsna_cohort(rsna_root, require_all_sequences=False)
@@ -286,7 +286,7 @@ def test_brats2021_missing_files(tmp_path: Path) -> None:
     assert brats2021_cohort(tmp_path, sequences=["FLAIR"]).ids == ["00001", "00002", "00003"]
     cohort = brats2021_cohort(tmp_path, require_seg=True, on_missing="skip")
     assert cohort.ids == ["00001"]
-    assert cohort.skipped == [
+    assert [(f.patient, f.reason) for f in cohort.skipped] == [
         ("00002", "missing BraTS2021_00002_t1ce.nii.gz"),
         ("00003", "missing BraTS2021_00003_seg.nii.gz"),
     ]
@@ -441,7 +441,7 @@ def test_synthetic_missing_mask(synthetic_root: Path) -> None:
     with pytest.raises(CohortError, match="00001: missing BraTS2021_00001_seg.nii.gz"):
         synthetic_cohort(synthetic_root)
     cohort = synthetic_cohort(synthetic_root, on_missing="skip")
-    assert cohort.ids == ["00000"] and [p for p, _ in cohort.skipped] == ["00001"]
+    assert cohort.ids == ["00000"] and [f.patient for f in cohort.skipped] == ["00001"]
 
 
 def test_synthetic_missing_case_folder(synthetic_root: Path) -> None:
