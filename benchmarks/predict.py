@@ -31,10 +31,10 @@ from omegaconf import OmegaConf
 
 from radiogenomics import config as rc
 from radiogenomics.data.case import SEQUENCES
+from radiogenomics.data.cohorts import prediction_cohort
 from radiogenomics.data.synthetic import generate_cohort
-from radiogenomics.inference.cohort import prediction_cohort
-from radiogenomics.inference.models import load_models
 from radiogenomics.inference.runner import CohortPredictor
+from radiogenomics.inference.trained_models import load_models
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 

@@ -33,11 +33,14 @@ PREDICT_TARGET_S = 2.0
 
 @dataclass(frozen=True)
 class Sizes:
-    """How much each section measures."""
+    """How much each section measures (the defaults: the figures the README carries)."""
 
     read_slices: int = 150
+    """slices of the DICOM series the readers race on"""
     read_size: int = 256
+    """its matrix (read_size x read_size pixels)"""
     read_repeats: int = 5
+    """reads of that series per reader; the fastest counts"""
     prepare_repeats: int = 3
     """interleaved timings of each preparation mode; the fastest of each counts"""
     cohort_patients: int = 24
@@ -45,18 +48,25 @@ class Sizes:
     cohort_size: int = 96
     """grid of the synthetic cohort (96: DICOM series of ~40-50 slices of 112x112)"""
     load_seconds: float = 2.0
+    """least time each loader is drawn from before its rate is taken"""
     raw_cases: int = 4
+    """cases the no-cache loader reads (it is slow: a few give its rate)"""
     wait_patients: int = 40
+    """patients of the training run whose data wait is measured"""
     wait_epochs: int = 3
+    """epochs of that run"""
     model_steps: int = 3
+    """training steps per model in the model-zoo section"""
     model_overrides: tuple[str, ...] = ()
+    """overrides of every model-zoo run"""
     generate_workers: int | None = None
+    """processes that generate the cohort (None: one per core)"""
 
 
 FULL = Sizes()
-QUICK = Sizes(read_slices=40, read_size=128, read_repeats=2, prepare_repeats=1, cohort_patients=6,
-              cohort_size=32,
-              load_seconds=0.3, raw_cases=2, wait_patients=6, wait_epochs=2, model_steps=1,
+QUICK = Sizes(read_slices=40, read_size=128, read_repeats=2, prepare_repeats=1,
+              cohort_patients=6, cohort_size=32, load_seconds=0.3, raw_cases=2,
+              wait_patients=6, wait_epochs=2, model_steps=1,
               model_overrides=("data.batch_size=2",), generate_workers=1)
 """Small data, few repeats, batch 2 for the models: checks the suite, not the figures."""
 

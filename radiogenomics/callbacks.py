@@ -1,10 +1,14 @@
-"""Callbacks that let a run survive interruption and careless use: a checkpoint on SIGTERM,
-exact resumption, a clear stop when training diverges, the data setup in every checkpoint.
+"""Every Lightning callback of the project.
 
+Those that let a run survive interruption and careless use: a checkpoint on SIGTERM, exact
+resumption, a clear stop when training diverges, the data setup in every checkpoint.
 ``conf/callbacks/resume.yaml`` turns on the first two (part of ``callbacks=default``); train.py
-always adds ``EpochSeed`` (when the config has a seed), ``DivergenceGuard`` and
-``DataSetupRecord``. A run that was pre-empted or killed is resumed with the same command plus
-``ckpt_path=last`` and ``hydra.run.dir=<its run directory>``.
+always adds ``SyncEpochMetrics`` (DDP), ``EpochSeed`` (when the config has a seed),
+``DivergenceGuard`` and ``DataSetupRecord``. A run that was pre-empted or killed is resumed
+with the same command plus ``ckpt_path=last`` and ``hydra.run.dir=<its run directory>``.
+
+``OutOfFoldPredictions`` writes a fold's validation predictions for the cross-validation
+summary (``radiogenomics.cv``).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
+import pandas as pd
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
@@ -24,11 +29,15 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torchmetrics import MaxMetric, MinMetric
 
 from radiogenomics import interrupt
+from radiogenomics.evaluation.aggregation import aggregate_by_patient
+from radiogenomics.evaluation.report import write_classification_report
 
 log = logging.getLogger(__name__)
 
 SIGTERM_EXIT_CODE = 128 + signal.SIGTERM
 """Exit status of a run stopped by SIGTERM (what a shell reports for a process it killed)."""
+OOF_FILE = "val_predictions.csv"
+"""A fold's out-of-fold predictions in its run directory (`OutOfFoldPredictions`)."""
 
 
 class PreemptionCheckpoint(Callback):
@@ -290,3 +299,91 @@ class DataSetupRecord(Callback):
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            checkpoint: dict[str, Any]) -> None:
         checkpoint[self.KEY] = dict(self.setup)
+
+
+class SyncEpochMetrics(Callback):
+    """Compute the epoch's logged metrics on every process before a progress bar reads them.
+
+    Metrics logged as torchmetrics objects are synchronised across processes when first
+    computed. At the end of a training epoch the progress bar, which lives on process 0 only,
+    computes them before the LightningModule's own epoch-end hook does, so the processes
+    would enter different collectives (a crash with gloo, a hang with NCCL; Lightning issue
+    #21264). This callback, first in the list, computes them on every process beforehand.
+    """
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.world_size > 1:
+            trainer.callback_metrics  # noqa: B018 (computing the metrics is the point)
+
+
+class OutOfFoldPredictions(Callback):
+    """After testing, predict the fold's validation patients with the tested (best) weights.
+
+    Writes ``<output_dir>/val_predictions.csv`` (``id, fold, label, probability``; one
+    ``probability_<k>`` column per class for multiclass targets) and a validation report
+    (``val_report/``: ROC, calibration, confusion matrix) whose figures go to every logger
+    that takes images (W&B). Slice outputs of 2D models are aggregated per patient as the
+    model does (its ``aggregate`` setting: mean or vote).
+    Only the global-zero process predicts, over every validation patient.
+    """
+
+    def __init__(self, output_dir: str | None = None, report: bool = True) -> None:
+        super().__init__()
+        self.output_dir = output_dir
+        self.report = report
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        datamodule = trainer.datamodule
+        if (not trainer.is_global_zero or not hasattr(pl_module, "probabilities")
+                or not getattr(datamodule, "val_cases", None)
+                or getattr(datamodule, "target", None) == "seg"):  # masks: no class labels
+            return
+        ids, labels, probabilities = predict(pl_module, datamodule.val_dataloader(), trainer)
+        out = Path(self.output_dir or trainer.default_root_dir)
+        table = prediction_table(ids, labels, probabilities, getattr(datamodule, "fold", None))
+        out.mkdir(parents=True, exist_ok=True)
+        table.to_csv(out / OOF_FILE, index=False)
+        log.info("validation predictions of %d patients: %s", len(table), out / OOF_FILE)
+        if self.report:
+            target = getattr(datamodule, "target", "label")
+            report = write_classification_report(
+                out / "val_report", labels, probabilities, target,
+                title=f"Fold {table['fold'].iloc[0]} validation (out-of-fold)")
+            for logger in trainer.loggers:
+                if hasattr(logger, "log_image"):
+                    for name, path in report.figures.items():
+                        logger.log_image(key=f"val_oof/{name}", images=[str(path)])
+
+
+def predict(module: pl.LightningModule, loader: Any, trainer: pl.Trainer
+            ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Patient ids, labels and probabilities (N, 1 or K) of every item of `loader`."""
+    was_training = module.training
+    module.eval()
+    ids: list[str] = []
+    labels: dict[str, int] = {}
+    outputs = []
+    with torch.inference_mode(), trainer.strategy.precision_plugin.forward_context():
+        for batch in loader:
+            logits = module(batch["image"].to(module.device))
+            outputs.append(module.probabilities(logits).float().cpu())
+            ids += list(batch["id"])
+            labels.update(zip(batch["id"], batch["label"].tolist()))
+    module.train(was_training)
+    how = module.hparams.get("aggregate", "mean")
+    by_patient = aggregate_by_patient(ids, torch.cat(outputs), how)
+    patients = sorted(by_patient)
+    scores = torch.stack([by_patient[p] for p in patients]).numpy()
+    return patients, np.array([labels[p] for p in patients]), scores.reshape(len(patients), -1)
+
+
+def prediction_table(ids: list[str], labels: np.ndarray, probabilities: np.ndarray,
+                     fold: int | None) -> pd.DataFrame:
+    """``id, fold, label, probability`` (binary) or ``probability_<k>`` columns (multiclass)."""
+    table = pd.DataFrame({"id": ids, "fold": fold, "label": labels.astype(int)})
+    if probabilities.shape[1] == 1:
+        table["probability"] = probabilities[:, 0]
+    else:
+        for k in range(probabilities.shape[1]):
+            table[f"probability_{k}"] = probabilities[:, k]
+    return table

@@ -1,27 +1,25 @@
-"""The one place that imports Hydra: configs into objects, run bookkeeping, the task wrapper."""
+"""The Hydra glue: the resolvers of conf/, configs into objects, the task wrapper of an entry
+point, its command line, and the check of the output places before Hydra writes anything.
+
+The run directory is `radiogenomics.runs`, DDP plumbing `radiogenomics.distributed`, what a
+run sends to its loggers `radiogenomics.loggers`: none of them imports this module."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import json
 import logging
 import os
-import subprocess
 import sys
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import hydra
 import hydra.experimental.callback
-import lightning.pytorch as pl
-from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
-import radiogenomics
-from radiogenomics.files import atomic_write
+from radiogenomics.distributed import ddp_session, share_job_with_ddp_processes
+from radiogenomics.loggers import close_wandb
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +43,10 @@ def _sweep_group(default: str) -> str:
         return default
     return f"{default}-{Path(HydraConfig.get().sweep.dir).name}"
 
+
+CONFIG_PATH = "pkg://radiogenomics.conf"
+"""Where Hydra finds the configs: the package's `conf/` (package data; `conf` in a checkout
+links to it), so an installed package runs from any folder."""
 
 HOME_ENV = "RADIOGENOMICS_HOME"
 """Environment variable naming the folder that holds ``data/`` and ``logs/``."""
@@ -72,6 +74,18 @@ def register_resolvers() -> None:
 register_resolvers()
 
 
+def compose(config_name: str, overrides: list[str]) -> DictConfig:
+    """The package's config `config_name` with Hydra `overrides`, composed without a Hydra
+    job (no ``hydra`` node): for commands that read a config but run no job
+    (``radiogenomics audit --data``)."""
+    from hydra import compose as compose_config
+    from hydra import initialize_config_module
+
+    with initialize_config_module(config_module=CONFIG_PATH.removeprefix("pkg://"),
+                                  version_base="1.3"):
+        return compose_config(config_name=config_name, overrides=list(overrides))
+
+
 def instantiate(cfg: DictConfig | None, **kwargs: Any) -> Any:
     """``hydra.utils.instantiate`` with the project's resolvers registered."""
     return hydra.utils.instantiate(cfg, **kwargs)
@@ -93,60 +107,6 @@ def instantiate_group(cfg: DictConfig | None, kind: str) -> list[Any]:
     return objects
 
 
-def git_commit(cwd: Path | None = None) -> str | None:
-    """Commit hash of the code that runs (with ``-dirty`` when there are local changes)."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
-                                text=True, check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=cwd, capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return commit + ("-dirty" if dirty.strip() else "")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write a text file that no reader sees half-written."""
-    with atomic_write(path) as tmp:
-        tmp.write_text(text)
-
-
-def save_run_info(cfg: DictConfig, output_dir: str | Path,
-                  datamodule: pl.LightningDataModule | None = None) -> Path:
-    """Write the resolved config, package version, git commit and split file into the run dir."""
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    info: dict[str, Any] = {
-        "radiogenomics_version": radiogenomics.__version__,
-        "git_commit": git_commit(Path(__file__).resolve().parent),
-        "python": sys.version.split()[0],
-        "command": sys.argv,
-    }
-    splits = getattr(datamodule, "splits", None)
-    if splits is not None:
-        _write_atomic(out / "splits.json", json.dumps(splits, indent=1))
-        info["fold"] = getattr(datamodule, "fold", None)
-    skipped = getattr(datamodule, "skipped", None)
-    if skipped:
-        info["skipped_patients"] = {f.patient: f.reason for f in skipped}
-    _write_atomic(out / "run_info.json", json.dumps(info, indent=1))
-    return out
-
-
-def log_hyperparameters(cfg: DictConfig, model: pl.LightningModule,
-                        loggers: list[Logger]) -> None:
-    """Send the resolved config and parameter counts to every logger."""
-    if not loggers:
-        return
-    params = OmegaConf.to_container(cfg, resolve=True)
-    params["model/params/total"] = sum(p.numel() for p in model.parameters())
-    params["model/params/trainable"] = sum(
-        p.numel() for p in model.parameters() if p.requires_grad)
-    for logger in loggers:
-        logger.log_hyperparams(params)
-
-
 def metric_value(metrics: dict[str, Any], name: str | None) -> float | None:
     """The value a sweeper optimises; ``None`` (a failed trial for a sweeper) with a warning
     when the metric was not logged: a run that had nothing left to train (a finished run
@@ -158,14 +118,6 @@ def metric_value(metrics: dict[str, Any], name: str | None) -> float | None:
                     "(a sweep needs one of them)", name, sorted(metrics))
         return None
     return float(metrics[name])
-
-
-def close_wandb() -> None:
-    if "wandb" in sys.modules:
-        import wandb
-
-        if wandb.run is not None:
-            wandb.finish()
 
 
 def task_wrapper(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
@@ -209,13 +161,15 @@ def user_error_of(err: BaseException) -> BaseException | None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from radiogenomics.errors import RadiogenomicsError
+    from radiogenomics.errors import RadiogenomicsError, error_chain
+    from radiogenomics.extras import missing_extra
 
-    seen: BaseException | None = err
-    while seen is not None:
+    extra = missing_extra(err)  # an optional package not installed: name its extra
+    if extra is not None:
+        return extra
+    for seen in error_chain(err):
         if isinstance(seen, RadiogenomicsError):
             return seen
-        seen = seen.__cause__ or seen.__context__
     return err if isinstance(err, HydraException | OmegaConfBaseException) else None
 
 
@@ -310,108 +264,3 @@ def run_cli(main: Callable[[], Any]) -> None:
             sys.stderr.write(f"error: {text}\n")
         sys.stderr.write(f"(set {_FULL_ERROR_ENV}=1 to see the traceback)\n")
         sys.exit(EXIT_USER_ERROR)
-
-
-DDP_COMMAND_ENV = "RADIOGENOMICS_DDP_COMMAND"
-"""Where a job leaves the command line of its extra DDP processes (read by train.py)."""
-_DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
-_FLAGS_WITH_VALUE = ("-cp", "-cn", "-cd", "--config-path", "--config-name", "--config-dir")
-
-
-def ddp_process_command(argv: list[str], overrides: list[str], output_dir: str) -> list[str]:
-    """The command line of a job's extra DDP processes: that job alone, in its run directory.
-
-    Lightning starts them by running the script again with its arguments: in a multirun that
-    would start the whole sweep again, in new directories. This keeps the script and Hydra's
-    config flags, drops ``-m`` and the sweep, and gives the job's own overrides.
-    """
-    flags: list[str] = []
-    args = iter(argv[1:])
-    for arg in args:
-        if arg.startswith("-") and arg not in ("-m", "--multirun"):
-            flags.append(arg)
-            if arg in _FLAGS_WITH_VALUE:
-                flags.append(next(args, ""))
-    return [argv[0], *flags, *overrides, f'hydra.run.dir="{output_dir}"',
-            "hydra.output_subdir=null", "hydra.mode=RUN"]
-
-
-def share_job_with_ddp_processes() -> None:
-    """Leave this job's command line where the DDP processes Lightning starts will find it."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if HydraConfig.initialized():
-        hydra_cfg = HydraConfig.get()
-        command = ddp_process_command(sys.argv, list(hydra_cfg.overrides.task),
-                                      hydra_cfg.runtime.output_dir)
-        os.environ[DDP_COMMAND_ENV] = json.dumps(command)
-
-
-def adopt_parent_job() -> None:
-    """In a DDP process that Lightning started for a job, run that job (not the command line
-    that started the parent, which may be a whole multirun): call before ``hydra.main``."""
-    if os.environ.get("LOCAL_RANK", "0") != "0" and DDP_COMMAND_ENV in os.environ:
-        sys.argv = json.loads(os.environ[DDP_COMMAND_ENV])
-
-
-@contextlib.contextmanager
-def ddp_session() -> Iterator[None]:
-    """Close the process group a job's DDP opened and restore the distributed environment
-    variables, so that the next job of a multirun starts its own DDP processes."""
-    before = {key: os.environ.get(key) for key in _DDP_ENV}
-    try:
-        yield
-    finally:
-        import torch.distributed as dist
-
-        if before["WORLD_SIZE"] is None and dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
-        for key, value in before.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def check_trainer(cfg: DictConfig) -> None:
-    """Warn about settings that cannot work where the run is started (and turn off those
-    that would fail on CPU only: SyncBatchNorm)."""
-    import torch
-
-    accelerator = cfg.trainer.get("accelerator")
-    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        from radiogenomics.errors import ConfigError
-
-        raise ConfigError("a GPU is asked for but no CUDA GPU is visible", key="trainer",
-                          hint="use trainer=cpu, or trainer=default (picks the GPU when there "
-                               "is one)")
-    max_epochs, max_steps = cfg.trainer.get("max_epochs"), cfg.trainer.get("max_steps", -1)
-    if max_epochs is not None and max_epochs < 1 and max_steps in (None, -1) \
-            and not cfg.trainer.get("max_time") and not cfg.trainer.get("fast_dev_run"):
-        from radiogenomics.errors import ConfigError
-
-        raise ConfigError(f"{max_epochs} means no limit: the run would train forever",
-                          key="trainer.max_epochs",
-                          hint="give a number of epochs >= 1 (or trainer.max_steps / "
-                               "trainer.max_time as the limit)")
-    if not torch.cuda.is_available() and "16" in str(cfg.trainer.get("precision", "")):
-        warnings.warn("16-bit precision on CPU is slow; consider trainer.precision=32",
-                      stacklevel=2)
-    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
-    if on_cpu and cfg.trainer.get("sync_batchnorm"):
-        warnings.warn("SyncBatchNorm needs GPUs: trainer.sync_batchnorm is off for this CPU run",
-                      stacklevel=2)
-        cfg.trainer.sync_batchnorm = False
-
-
-
-def drop_logger_callbacks(callbacks: list[Any], loggers: list[Logger]) -> list[Any]:
-    """Without a logger, LearningRateMonitor cannot work: leave it out instead of failing."""
-    from lightning.pytorch.callbacks import LearningRateMonitor
-
-    if loggers:
-        return callbacks
-    kept = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    if len(kept) < len(callbacks):
-        log.info("no logger: the learning-rate monitor is off")
-    return kept

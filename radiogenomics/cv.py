@@ -1,116 +1,60 @@
-"""K-fold cross-validation: each fold's out-of-fold predictions and the summary of all folds.
+"""K-fold cross-validation: the summary of all folds and their out-of-fold predictions.
 
 ``python train.py -m data.fold=0,1,2,3,4`` (or ``cv=5fold``) trains one job per fold; every job
-writes ``val_predictions.csv`` (:class:`OutOfFoldPredictions`); at the end of the multirun
-:class:`CrossValidationSummary` writes into the multirun directory
+writes ``val_predictions.csv`` (``radiogenomics.callbacks.OutOfFoldPredictions``); at the end
+of the multirun :class:`CrossValidationSummary` writes into the multirun directory
 
 - ``cv_folds.csv``: the final metrics of every fold,
-- ``cv_summary.csv``: mean and SD of every metric over the folds, and the AUC of the pooled
-  out-of-fold predictions with its 95% bootstrap interval,
-- ``oof_predictions.csv`` and the figure ``cv_summary.png``.
+- ``cv_summary.csv``: mean and SD of every metric over the folds, and of the pooled
+  out-of-fold predictions the AUC (stratified bootstrap 95% interval, p-value against chance),
+  Brier score and ECE (bootstrap intervals); each fold's own are ``oof/*`` in ``cv_folds.csv``,
+- ``oof_predictions.csv`` and the figure ``cv_summary.png``,
+- with ``calibration=temperature|platt|isotonic``: ``calibration.json``, that calibrator fitted
+  on the out-of-fold predictions, which predict.py applies to the fold ensemble.
 
-The same summary, for a finished or interrupted multirun: ``python -m radiogenomics.cv DIR``.
+The same summary, for a finished or interrupted multirun: ``python -m radiogenomics.cv DIR``
+(``--calibration platt`` to fit a calibrator too).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
-import torch
 
+from radiogenomics.audit.checks import check_ids
+from radiogenomics.audit.subject import recorded_partitions
+from radiogenomics.callbacks import OOF_FILE
 from radiogenomics.errors import RadiogenomicsError
 from radiogenomics.evaluation import plots
-from radiogenomics.evaluation.aggregation import aggregate_by_patient
-from radiogenomics.evaluation.bootstrap import ConfidenceInterval, bootstrap_auc_ci
-from radiogenomics.evaluation.report import write_classification_report
+from radiogenomics.evaluation.bootstrap import ConfidenceInterval
+from radiogenomics.evaluation.calibration import (
+    CALIBRATION_FILE,
+    CALIBRATORS,
+    fit_calibrator,
+    save_calibrator,
+)
+from radiogenomics.evaluation.statistics import (
+    BinaryStatistics,
+    binary_statistics,
+    expected_calibration_error,
+)
 from radiogenomics.loggers import wandb_logger
 from radiogenomics.sweeps import MultirunEndCallback, SweepRun, find_runs, split_overrides
 
 log = logging.getLogger(__name__)
 
-OOF_FILE = "val_predictions.csv"
 SUMMARY_METRIC = "test/auc"
 """The metric drawn fold by fold in the summary figure (when logged)."""
-
-
-class OutOfFoldPredictions(pl.Callback):
-    """After testing, predict the fold's validation patients with the tested (best) weights.
-
-    Writes ``<output_dir>/val_predictions.csv`` (``id, fold, label, probability``; one
-    ``probability_<k>`` column per class for multiclass targets) and a validation report
-    (``val_report/``: ROC, calibration, confusion matrix) whose figures go to every logger
-    that takes images (W&B). Slice outputs of 2D models are aggregated per patient as the
-    model does (its ``aggregate`` setting: mean or vote).
-    Only the global-zero process predicts, over every validation patient.
-    """
-
-    def __init__(self, output_dir: str | None = None, report: bool = True) -> None:
-        super().__init__()
-        self.output_dir = output_dir
-        self.report = report
-
-    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        datamodule = trainer.datamodule
-        if (not trainer.is_global_zero or not hasattr(pl_module, "probabilities")
-                or not getattr(datamodule, "val_cases", None)
-                or getattr(datamodule, "target", None) == "seg"):  # masks: no class labels
-            return
-        ids, labels, probabilities = predict(pl_module, datamodule.val_dataloader(), trainer)
-        out = Path(self.output_dir or trainer.default_root_dir)
-        table = prediction_table(ids, labels, probabilities, getattr(datamodule, "fold", None))
-        out.mkdir(parents=True, exist_ok=True)
-        table.to_csv(out / OOF_FILE, index=False)
-        log.info("validation predictions of %d patients: %s", len(table), out / OOF_FILE)
-        if self.report:
-            target = getattr(datamodule, "target", "label")
-            report = write_classification_report(
-                out / "val_report", labels, probabilities, target,
-                title=f"Fold {table['fold'].iloc[0]} validation (out-of-fold)")
-            for logger in trainer.loggers:
-                if hasattr(logger, "log_image"):
-                    for name, path in report.figures.items():
-                        logger.log_image(key=f"val_oof/{name}", images=[str(path)])
-
-
-def predict(module: pl.LightningModule, loader: Any, trainer: pl.Trainer
-            ) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Patient ids, labels and probabilities (N, 1 or K) of every item of `loader`."""
-    was_training = module.training
-    module.eval()
-    ids: list[str] = []
-    labels: dict[str, int] = {}
-    outputs = []
-    with torch.inference_mode(), trainer.strategy.precision_plugin.forward_context():
-        for batch in loader:
-            logits = module(batch["image"].to(module.device))
-            outputs.append(module.probabilities(logits).float().cpu())
-            ids += list(batch["id"])
-            labels.update(zip(batch["id"], batch["label"].tolist()))
-    module.train(was_training)
-    how = module.hparams.get("aggregate", "mean")
-    by_patient = aggregate_by_patient(ids, torch.cat(outputs), how)
-    patients = sorted(by_patient)
-    scores = torch.stack([by_patient[p] for p in patients]).numpy()
-    return patients, np.array([labels[p] for p in patients]), scores.reshape(len(patients), -1)
-
-
-def prediction_table(ids: list[str], labels: np.ndarray, probabilities: np.ndarray,
-                     fold: int | None) -> pd.DataFrame:
-    """``id, fold, label, probability`` (binary) or ``probability_<k>`` columns (multiclass)."""
-    table = pd.DataFrame({"id": ids, "fold": fold, "label": labels.astype(int)})
-    if probabilities.shape[1] == 1:
-        table["probability"] = probabilities[:, 0]
-    else:
-        for k in range(probabilities.shape[1]):
-            table[f"probability_{k}"] = probabilities[:, k]
-    return table
+POOLED_FILE = "oof_predictions.csv"
+"""Every fold's validation predictions, pooled, in the multirun folder."""
+FOLD_STATISTICS = ("auc", "auc_low", "auc_high", "auc_p_vs_chance", "brier", "ece")
+"""Statistics of each fold's validation predictions in cv_folds.csv (as ``oof/<name>``)."""
 
 
 @dataclass
@@ -121,6 +65,8 @@ class CVSummary:
     summary: pd.DataFrame
     predictions: pd.DataFrame
     files: dict[str, Path]
+    audit: list[str] = field(default_factory=list)
+    """Verdict lines of the leakage checks run on the folds (`radiogenomics.audit`)."""
 
 
 def _group(run: SweepRun) -> str:
@@ -139,27 +85,45 @@ def _label_groups(runs: list[SweepRun]) -> dict[str, str]:
     return {g: " ".join(t for t in g.split() if t not in shared) or "base" for g in groups}
 
 
-def _oof_auc(predictions: pd.DataFrame, n_bootstrap: int, seed: int
-             ) -> ConfidenceInterval | None:
+def _oof_statistics(predictions: pd.DataFrame, n_bootstrap: int, seed: int
+                    ) -> BinaryStatistics | None:
+    """Statistics of binary validation predictions that hold both classes; None otherwise."""
     if "probability" not in predictions or predictions["label"].nunique() != 2:
         return None
-    return bootstrap_auc_ci(predictions["label"].to_numpy(), predictions["probability"].to_numpy(),
-                            n=n_bootstrap, seed=seed)
+    return binary_statistics(predictions["label"].to_numpy(),
+                             predictions["probability"].to_numpy(), n_bootstrap, seed)
 
 
-def _summary_rows(label: str, folds: pd.DataFrame, oof: ConfidenceInterval | None,
+def _fold_statistics(predictions: pd.DataFrame, n_bootstrap: int, seed: int
+                     ) -> dict[str, float]:
+    statistics = _oof_statistics(predictions, n_bootstrap, seed)
+    if statistics is None:
+        return {}
+    metrics = statistics.metrics()
+    return {f"oof/{name}": metrics[name] for name in FOLD_STATISTICS}
+
+
+def _summary_rows(label: str, folds: pd.DataFrame, oof: BinaryStatistics | None,
                   n_patients: int) -> list[dict[str, Any]]:
-    metrics = [c for c in folds.columns if c.startswith(("test/", "val/"))]
+    metrics = [c for c in folds.columns if c.startswith(("test/", "val/"))
+               or c in ("oof/auc", "oof/brier", "oof/ece")]
     rows = [{"group": label, "metric": m, "mean": folds[m].mean(), "sd": folds[m].std(ddof=1),
-             "low": np.nan, "high": np.nan, "n": int(folds[m].notna().sum())} for m in metrics]
+             "low": np.nan, "high": np.nan, "p_value": np.nan, "n": int(folds[m].notna().sum())}
+            for m in metrics]
     if oof is not None:
-        rows.append({"group": label, "metric": "oof/auc_pooled", "mean": oof.estimate,
-                     "sd": np.nan, "low": oof.low, "high": oof.high, "n": n_patients})
+        for name, interval in (("auc", oof.auc), ("brier", oof.brier), ("ece", oof.ece)):
+            rows.append({"group": label, "metric": f"oof/{name}_pooled",
+                         "mean": interval.estimate, "sd": np.nan, "low": interval.low,
+                         "high": interval.high,
+                         "p_value": oof.auc_p_vs_chance if name == "auc" else np.nan,
+                         "n": n_patients})
     return rows
 
 
-def _read_folds(label: str, members: list[SweepRun]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Final metrics (one row per fold) and pooled validation predictions of one configuration."""
+def _read_folds(label: str, members: list[SweepRun], n_bootstrap: int, seed: int
+                ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Final metrics and statistics of the validation predictions (one row per fold), and the
+    pooled validation predictions of one configuration."""
     rows, predictions = [], []
     for run in members:
         metrics = run.final_metrics()
@@ -170,6 +134,7 @@ def _read_folds(label: str, members: list[SweepRun]) -> tuple[pd.DataFrame, pd.D
         if oof.is_file():
             table = pd.read_csv(oof, dtype={"id": str})
             predictions.append(table.assign(group=label, fold=run.fold))
+            rows[-1].update(_fold_statistics(table, n_bootstrap, seed))
         else:
             log.warning("no %s in %s: left out of the pooled out-of-fold AUC", OOF_FILE, run.path)
     pooled = pd.concat(predictions, ignore_index=True) if predictions else pd.DataFrame()
@@ -228,14 +193,15 @@ def summarize_cv(sweep_dir: str | Path, n_bootstrap: int = 1000, seed: int = 0) 
     fold_values: dict[str, list[float]] = {}
     pooled: dict[str, tuple[np.ndarray, np.ndarray, ConfidenceInterval]] = {}
     for group, label in sorted(labels.items(), key=lambda item: item[1]):
-        folds, predictions = _read_folds(label, [r for r in runs if _group(r) == group])
-        auc = _oof_auc(predictions, n_bootstrap, seed) if len(predictions) else None
-        if auc is not None:
+        folds, predictions = _read_folds(label, [r for r in runs if _group(r) == group],
+                                         n_bootstrap, seed)
+        statistics = _oof_statistics(predictions, n_bootstrap, seed) if len(predictions) else None
+        if statistics is not None:
             pooled[label] = (predictions["label"].to_numpy(),
-                             predictions["probability"].to_numpy(), auc)
+                             predictions["probability"].to_numpy(), statistics.auc)
         if SUMMARY_METRIC in folds:
             fold_values[label] = folds[SUMMARY_METRIC].dropna().tolist()
-        summary_rows += _summary_rows(label, folds, auc, len(predictions))
+        summary_rows += _summary_rows(label, folds, statistics, len(predictions))
         all_folds.append(folds)
         all_predictions.append(predictions)
     result = CVSummary(
@@ -244,6 +210,9 @@ def summarize_cv(sweep_dir: str | Path, n_bootstrap: int = 1000, seed: int = 0) 
         predictions=pd.concat(all_predictions, ignore_index=True),
         files={},
     )
+    leakage = check_ids(recorded_partitions([run.path for run in runs]))
+    (log.warning if leakage.failed else log.info)("%s", leakage.line())
+    result.audit = [leakage.line()]
     result.files = _write(sweep_dir, result, fold_values, pooled)
     return result
 
@@ -256,7 +225,7 @@ def _write(sweep_dir: Path, result: CVSummary, fold_values: dict[str, list[float
     result.folds.to_csv(files["folds"], index=False)
     result.summary.to_csv(files["summary"], index=False)
     if len(result.predictions):
-        files["predictions"] = sweep_dir / "oof_predictions.csv"
+        files["predictions"] = sweep_dir / POOLED_FILE
         result.predictions.to_csv(files["predictions"], index=False)
     plots.plot_cv_summary(fold_values, SUMMARY_METRIC, pooled, files["figure"],
                           title=f"Cross-validation: {sweep_dir.name}")
@@ -264,7 +233,8 @@ def _write(sweep_dir: Path, result: CVSummary, fold_values: dict[str, list[float
 
 
 def format_summary(result: CVSummary) -> str:
-    """The summary as a printable table: mean ± SD by metric, pooled AUC with its interval."""
+    """The summary as a printable table: mean ± SD by metric, pooled statistics with their
+    intervals (and the AUC's p-value against chance)."""
     lines = []
     for group, rows in result.summary.groupby("group", sort=False):
         lines.append(f"[{group}] {int(result.folds['group'].eq(group).sum())} folds")
@@ -272,9 +242,38 @@ def format_summary(result: CVSummary) -> str:
             if np.isnan(row.low):
                 lines.append(f"  {row.metric:<18} {row.mean:.4f} ± {row.sd:.4f}  (n={row.n})")
             else:
+                p_value = "" if np.isnan(row.p_value) else f"  p vs chance {row.p_value:.3g}"
                 lines.append(f"  {row.metric:<18} {row.mean:.4f}  95% CI {row.low:.4f}-"
-                             f"{row.high:.4f}  ({row.n} patients)")
-    return "\n".join(lines)
+                             f"{row.high:.4f}  ({row.n} patients){p_value}")
+    return "\n".join(lines + result.audit)
+
+
+def calibrate_sweep(sweep_dir: str | Path, method: str) -> Path:
+    """Fit the calibrator `method` on the pooled out-of-fold predictions of a cross-validation
+    (its oof_predictions.csv) and save it as calibration.json in `sweep_dir`, where predict.py
+    finds it."""
+    sweep_dir = Path(sweep_dir)
+    source = sweep_dir / POOLED_FILE
+    if not source.is_file():
+        raise RadiogenomicsError(f"{source} not found -> summarise the cross-validation first: "
+                                 f"python -m radiogenomics.cv {sweep_dir}")
+    table = pd.read_csv(source, dtype={"id": str})
+    if "probability" not in table:
+        raise RadiogenomicsError(f"{source} holds no binary probabilities: calibration is for "
+                                 "binary targets")
+    if table["group"].nunique() > 1:
+        raise RadiogenomicsError(
+            f"{sweep_dir} holds several configurations ({', '.join(table['group'].unique())}) "
+            "-> calibrate a multirun whose jobs differ in data.fold only")
+    y, p = table["label"].to_numpy(), table["probability"].to_numpy()
+    calibrator = fit_calibrator(method, y, p)
+    path = save_calibrator(calibrator, sweep_dir / CALIBRATION_FILE, predictions=POOLED_FILE,
+                           n=len(table), n_positive=int(y.sum()),
+                           folds=sorted(int(f) for f in table["fold"].unique()))
+    log.info("calibration (%s) fitted on %d out-of-fold predictions, ECE there %.3f -> %.3f: %s",
+             method, len(table), expected_calibration_error(y, p),
+             expected_calibration_error(y, calibrator.apply(p)), path)
+    return path
 
 
 def log_to_wandb(sweep_dir: str | Path, result: CVSummary) -> bool:
@@ -314,6 +313,9 @@ class CrossValidationSummary(MultirunEndCallback):
         log.info("cross-validation summary (%s):\n%s", result.files["summary"],
                  format_summary(result))
         log_to_wandb(sweep_dir, result)
+        method = str(config.get("calibration") or "none")
+        if method != "none":
+            calibrate_sweep(sweep_dir, method)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -325,10 +327,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--wandb", action="store_true",
                         help="also add a cv-summary run to the folds' W&B group")
+    parser.add_argument("--calibration", choices=sorted(CALIBRATORS),
+                        help="also fit this calibrator on the out-of-fold predictions "
+                             f"({CALIBRATION_FILE}, applied by predict.py to the fold ensemble)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         result = summarize_cv(args.sweep_dir, args.bootstrap, args.seed)
+        if args.calibration:
+            result.files["calibration"] = calibrate_sweep(args.sweep_dir, args.calibration)
     except (RadiogenomicsError, ValueError) as err:  # a wrong directory: exit 2, no traceback
         parser.exit(2, f"error: {err}\n")
     print(format_summary(result))

@@ -1,20 +1,102 @@
-"""Multi-process (DDP) training: what every process must do alike."""
+"""Multi-process (DDP) plumbing: a job's extra processes run that job, its process group is
+closed when it ends, and the trainer settings fit the machine the run starts on."""
 
 from __future__ import annotations
 
-import lightning.pytorch as pl
+import contextlib
+import json
+import os
+import sys
+import warnings
+from collections.abc import Iterator
+
+from omegaconf import DictConfig
+
+from radiogenomics.errors import ConfigError
+
+DDP_COMMAND_ENV = "RADIOGENOMICS_DDP_COMMAND"
+"""Where a job leaves the command line of its extra DDP processes (read by train.py)."""
+_DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+_FLAGS_WITH_VALUE = ("-cp", "-cn", "-cd", "--config-path", "--config-name", "--config-dir")
 
 
-class SyncEpochMetrics(pl.Callback):
-    """Compute the epoch's logged metrics on every process before a progress bar reads them.
+def ddp_process_command(argv: list[str], overrides: list[str], output_dir: str) -> list[str]:
+    """The command line of a job's extra DDP processes: that job alone, in its run directory.
 
-    Metrics logged as torchmetrics objects are synchronised across processes when first
-    computed. At the end of a training epoch the progress bar, which lives on process 0 only,
-    computes them before the LightningModule's own epoch-end hook does, so the processes
-    would enter different collectives (a crash with gloo, a hang with NCCL; Lightning issue
-    #21264). This callback, first in the list, computes them on every process beforehand.
+    Lightning starts them by running the script again with its arguments: in a multirun that
+    would start the whole sweep again, in new directories. This keeps the script and Hydra's
+    config flags, drops ``-m`` and the sweep, and gives the job's own overrides.
     """
+    flags: list[str] = []
+    args = iter(argv[1:])
+    for arg in args:
+        if arg.startswith("-") and arg not in ("-m", "--multirun"):
+            flags.append(arg)
+            if arg in _FLAGS_WITH_VALUE:
+                flags.append(next(args, ""))
+    return [argv[0], *flags, *overrides, f'hydra.run.dir="{output_dir}"',
+            "hydra.output_subdir=null", "hydra.mode=RUN"]
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.world_size > 1:
-            trainer.callback_metrics  # noqa: B018 (computing the metrics is the point)
+
+def share_job_with_ddp_processes() -> None:
+    """Leave this job's command line where the DDP processes Lightning starts will find it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        command = ddp_process_command(sys.argv, list(hydra_cfg.overrides.task),
+                                      hydra_cfg.runtime.output_dir)
+        os.environ[DDP_COMMAND_ENV] = json.dumps(command)
+
+
+def adopt_parent_job() -> None:
+    """In a DDP process that Lightning started for a job, run that job (not the command line
+    that started the parent, which may be a whole multirun): call before ``hydra.main``."""
+    if os.environ.get("LOCAL_RANK", "0") != "0" and DDP_COMMAND_ENV in os.environ:
+        sys.argv = json.loads(os.environ[DDP_COMMAND_ENV])
+
+
+@contextlib.contextmanager
+def ddp_session() -> Iterator[None]:
+    """Close the process group a job's DDP opened and restore the distributed environment
+    variables, so that the next job of a multirun starts its own DDP processes."""
+    before = {key: os.environ.get(key) for key in _DDP_ENV}
+    try:
+        yield
+    finally:
+        import torch.distributed as dist
+
+        if before["WORLD_SIZE"] is None and dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def check_trainer(cfg: DictConfig) -> None:
+    """Warn about settings that cannot work where the run is started (and turn off those
+    that would fail on CPU only: SyncBatchNorm)."""
+    import torch
+
+    accelerator = cfg.trainer.get("accelerator")
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError("a GPU is asked for but no CUDA GPU is visible", key="trainer",
+                          hint="use trainer=cpu, or trainer=default (picks the GPU when there "
+                               "is one)")
+    max_epochs, max_steps = cfg.trainer.get("max_epochs"), cfg.trainer.get("max_steps", -1)
+    if max_epochs is not None and max_epochs < 1 and max_steps in (None, -1) \
+            and not cfg.trainer.get("max_time") and not cfg.trainer.get("fast_dev_run"):
+        raise ConfigError(f"{max_epochs} means no limit: the run would train forever",
+                          key="trainer.max_epochs",
+                          hint="give a number of epochs >= 1 (or trainer.max_steps / "
+                               "trainer.max_time as the limit)")
+    if not torch.cuda.is_available() and "16" in str(cfg.trainer.get("precision", "")):
+        warnings.warn("16-bit precision on CPU is slow; consider trainer.precision=32",
+                      stacklevel=2)
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if on_cpu and cfg.trainer.get("sync_batchnorm"):
+        warnings.warn("SyncBatchNorm needs GPUs: trainer.sync_batchnorm is off for this CPU run",
+                      stacklevel=2)
+        cfg.trainer.sync_batchnorm = False

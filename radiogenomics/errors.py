@@ -6,6 +6,7 @@ The ground floor of the package: it imports nothing of radiogenomics.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,3 +98,24 @@ class Failure:
         """The failure an exception stands for (a DataError's own path when it has one)."""
         where = getattr(error, "path", None) or path
         return cls(patient, str(error), series, str(where) if where else "")
+
+
+class MissingExtraError(RadiogenomicsError):
+    """A feature that needs an optional dependency group ("extra") that is not installed."""
+
+    def __init__(self, feature: str, module: str, extra: str) -> None:
+        self.feature, self.module, self.extra = feature, module, extra
+        super().__init__(
+            f"{feature} needs the optional package {module!r}, which is not installed -> "
+            f"pip install 'radiogenomics[{extra}]' (or 'radiogenomics[all]')")
+
+
+def error_chain(err: BaseException) -> Iterator[BaseException]:
+    """`err`, then what caused it (``__cause__``, else ``__context__``), and so on: each
+    exception once, as a chain may loop back on itself."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__

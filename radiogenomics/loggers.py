@@ -1,18 +1,23 @@
-"""Logger factories that never fail for lack of a W&B account or network."""
+"""Loggers: factories that never fail for lack of a W&B account or network, a CSV logger
+that survives resumption, and what a run sends to (and closes in) its loggers."""
 
 from __future__ import annotations
 
 import csv
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as pl
 from lightning.pytorch.loggers import CSVLogger as _LightningCSVLogger
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
 
+from radiogenomics.extras import require
 from radiogenomics.files import atomic_write
 
 log = logging.getLogger(__name__)
@@ -33,6 +38,7 @@ def wandb_logger(save_dir: str, project: str = "radiogenomics", name: str | None
                  group: str | None = None, offline: bool | None = None,
                  log_model: bool | str = False, **kwargs: Any) -> WandbLogger:
     """W&B logger: online when logged in, offline otherwise (``WANDB_MODE`` wins if set)."""
+    require("wandb")
     mode = os.environ.get("WANDB_MODE")
     if offline is None:
         offline = mode in ("offline", "dryrun") or (mode != "online" and not wandb_logged_in())
@@ -41,6 +47,12 @@ def wandb_logger(save_dir: str, project: str = "radiogenomics", name: str | None
     Path(save_dir).mkdir(parents=True, exist_ok=True)
     return WandbLogger(save_dir=save_dir, project=project, name=name, group=group,
                        offline=offline, log_model=False if offline else log_model, **kwargs)
+
+
+def tensorboard_logger(save_dir: str, **kwargs: Any) -> TensorBoardLogger:
+    """TensorBoard logger (extra ``[tensorboard]``)."""
+    require("tensorboard")
+    return TensorBoardLogger(save_dir=save_dir, **kwargs)
 
 
 def _kept(row: dict[str, str], epoch: int, step: int | None) -> bool:
@@ -104,3 +116,37 @@ class CSVLogger(_LightningCSVLogger):
             out = csv.DictWriter(handle, fieldnames=keys)
             out.writeheader()
             out.writerows(rows)
+
+
+def log_hyperparameters(cfg: DictConfig, model: pl.LightningModule,
+                        loggers: list[Logger]) -> None:
+    """Send the resolved config and parameter counts to every logger."""
+    if not loggers:
+        return
+    params = OmegaConf.to_container(cfg, resolve=True)
+    params["model/params/total"] = sum(p.numel() for p in model.parameters())
+    params["model/params/trainable"] = sum(
+        p.numel() for p in model.parameters() if p.requires_grad)
+    for logger in loggers:
+        logger.log_hyperparams(params)
+
+
+def drop_logger_callbacks(callbacks: list[Any], loggers: list[Logger]) -> list[Any]:
+    """Without a logger, LearningRateMonitor cannot work: leave it out instead of failing."""
+    from lightning.pytorch.callbacks import LearningRateMonitor
+
+    if loggers:
+        return callbacks
+    kept = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    if len(kept) < len(callbacks):
+        log.info("no logger: the learning-rate monitor is off")
+    return kept
+
+
+def close_wandb() -> None:
+    """Finish the W&B run of this process, if one was started."""
+    if "wandb" in sys.modules:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()

@@ -1,23 +1,243 @@
-"""Run directories and their checkpoints."""
+"""The run directory: what train.py writes into it, and what resuming, predicting and
+comparing read back from it.
+
+A run directory holds ``config.yaml`` (the resolved config), ``run_info.json`` (versions,
+commit, command, fold), ``splits.json`` and ``checkpoints/{epoch_XXX,last}.ckpt``; a multirun
+directory holds one run directory per job (``<multirun dir>/<job num>/``), e.g. the folds of a
+k-fold CV. Checkpoints are read with ``weights_only=True``: a checkpoint cannot run code; every
+checkpoint or run folder that cannot be used raises ``CheckpointError``.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import subprocess
+import sys
+from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from omegaconf import OmegaConf
-from torch import nn
+import yaml
+from omegaconf import DictConfig, OmegaConf
 
+import radiogenomics
 from radiogenomics.errors import CheckpointError
+from radiogenomics.files import atomic_write
+
+if TYPE_CHECKING:  # torch is imported where a checkpoint is read: reading a sweep needs none
+    import lightning.pytorch as pl
+    import torch
+    from torch import nn
 
 log = logging.getLogger(__name__)
 
 RUN_CONFIG = "config.yaml"
 """The resolved config train.py saves in a run directory, next to ``checkpoints/``."""
+RUN_INFO = "run_info.json"
+"""What else train.py records in a run directory: versions, git commit, command, fold."""
+CHECKPOINTS = ("best", "last")
+"""The checkpoints of a run that can be chosen by name."""
+VERSIONED = ("torch", "lightning", "monai", "pydicom", "numpy")
+"""The libraries whose versions `save_run_info` records."""
+_PATH_HINT = ("give a .ckpt file, a run directory (config.yaml + checkpoints/) or a multirun "
+              "directory (<job>/config.yaml, e.g. the folds of `train.py -m data.fold=...`)")
 
 
+# ---------------------------------------------------------------------------- writing
+def git_commit(cwd: Path | None = None) -> str | None:
+    """Commit hash of the code that runs (with ``-dirty`` when there are local changes)."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
+                                text=True, check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=cwd, capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("-dirty" if dirty.strip() else "")
+
+
+def library_versions() -> dict[str, str | None]:
+    """The installed version of each `VERSIONED` library (None where it is not installed)."""
+    versions: dict[str, str | None] = {}
+    for name in VERSIONED:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write a text file that no reader sees half-written."""
+    with atomic_write(path) as tmp:
+        tmp.write_text(text)
+
+
+def save_run_info(cfg: DictConfig, output_dir: str | Path,
+                  datamodule: pl.LightningDataModule | None = None) -> Path:
+    """Write the resolved config, package and library versions, git commit and split file
+    into the run dir."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_atomic(out / RUN_CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
+    info: dict[str, Any] = {
+        "radiogenomics_version": radiogenomics.__version__,
+        "git_commit": git_commit(Path(__file__).resolve().parent),
+        "python": sys.version.split()[0],
+        "versions": library_versions(),
+        "command": sys.argv,
+    }
+    splits = getattr(datamodule, "splits", None)
+    if splits is not None:
+        _write_atomic(out / "splits.json", json.dumps(splits, indent=1))
+        info["fold"] = getattr(datamodule, "fold", None)
+    skipped = getattr(datamodule, "skipped", None)
+    if skipped:
+        info["skipped_patients"] = {f.patient: f.reason for f in skipped}
+    _write_atomic(out / RUN_INFO, json.dumps(info, indent=1))
+    return out
+
+
+# ---------------------------------------------------------------------------- reading
+def saved_config(run_dir: Path) -> dict[str, Any]:
+    """A run's saved config as plain values; empty when it has none."""
+    path = run_dir / RUN_CONFIG
+    return (yaml.safe_load(path.read_text()) if path.is_file() else None) or {}
+
+
+def saved_info(run_dir: Path) -> dict[str, Any]:
+    """A run's ``run_info.json``; empty when it has none."""
+    path = run_dir / RUN_INFO
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _job_order(folder: Path) -> tuple[int, str]:
+    return (int(folder.name), "") if folder.name.isdigit() else (1 << 30, folder.name)
+
+
+def find_runs(ckpt_path: str | Path) -> list[tuple[Path, Path | None]]:
+    """(run dir, checkpoint file or None to choose one) of each model `ckpt_path` names.
+
+    A checkpoint file's run directory is its folder's parent; a multirun directory gives
+    one entry per job folder, in job order.
+    """
+    path = Path(ckpt_path).expanduser()
+    if path.is_file():
+        return [(path.parent.parent, path)]
+    if not path.is_dir():
+        raise CheckpointError(f"ckpt_path={ckpt_path}: no such file or folder -> {_PATH_HINT}")
+    if (path / RUN_CONFIG).is_file():
+        return [(path, None)]
+    if (path / ".hydra").is_dir():
+        raise CheckpointError(
+            f"ckpt_path={ckpt_path}: this run never finished setting up (no {RUN_CONFIG}: it "
+            "failed or is still running) -> see its log, or point ckpt_path to another run")
+    folders = [p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    jobs = sorted((p for p in folders if (p / RUN_CONFIG).is_file()), key=_job_order)
+    unfinished = sorted((p.name for p in folders
+                         if (p / ".hydra").is_dir() and not (p / RUN_CONFIG).is_file()),
+                        key=str)
+    if unfinished:  # an ensemble never silently leaves out a fold that failed
+        raise CheckpointError(
+            f"ckpt_path={ckpt_path}: job folder(s) {unfinished} of this multirun hold no "
+            f"finished run (no {RUN_CONFIG}: the job failed or is still running) -> rerun them "
+            "(the same command plus ckpt_path=last hydra.run.dir=<job folder>), or move them "
+            "out of the folder to predict with the other jobs")
+    if not jobs:
+        raise CheckpointError(f"ckpt_path={ckpt_path}: no {RUN_CONFIG} in it or in its "
+                              f"sub-folders -> {_PATH_HINT}")
+    return [(job, None) for job in jobs]
+
+
+def _load(checkpoint: Path) -> dict[str, Any]:
+    """A checkpoint file, read safely (``weights_only=True``)."""
+    import torch
+
+    try:
+        return torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated files, pickles with code, foreign formats
+        # torch's own advice (weights_only=False) would let the file run code: not repeated
+        reason = str(err).split("\n", 1)[0][:200]
+        raise CheckpointError(f"cannot read checkpoint {checkpoint} ({type(err).__name__}: "
+                              f"{reason}) -> it is not a complete checkpoint written by "
+                              "train.py: copy it again, or point ckpt_path to another "
+                              "one") from err
+
+
+def _best_path_in(last: Path) -> str | None:
+    """File name of the best checkpoint recorded by ModelCheckpoint in `last`."""
+    state = _load(last)
+    for callback in state.get("callbacks", {}).values():
+        if isinstance(callback, dict) and callback.get("best_model_path"):
+            return Path(callback["best_model_path"]).name
+    return None
+
+
+def choose_checkpoint(run_dir: Path, which: str = "best") -> Path:
+    """The best (monitored) or last checkpoint of a run directory."""
+    if which not in CHECKPOINTS:
+        raise CheckpointError(f"checkpoint={which!r} is not one of {CHECKPOINTS}")
+    folder = run_dir / "checkpoints"
+    last = folder / "last.ckpt"
+    ranked = sorted(p for p in folder.glob("*.ckpt") if p != last) if folder.is_dir() else []
+    if which == "best" and len(ranked) > 1 and last.is_file():
+        best = _best_path_in(last)
+        ranked = [p for p in ranked if p.name == best] or ranked[-1:]
+    chosen = ranked[-1] if which == "best" and ranked else last
+    if not chosen.is_file():
+        raise CheckpointError(f"no checkpoint in {folder} -> train with the model_checkpoint "
+                              "callback on, or pass ckpt_path=<file.ckpt>")
+    return chosen
+
+
+def read_config(run_dir: Path) -> DictConfig:
+    """The training config of a run directory (it must have ``model`` and ``data``)."""
+    path = run_dir / RUN_CONFIG
+    if not path.is_file():
+        raise CheckpointError(
+            f"no {RUN_CONFIG} in {run_dir} (a checkpoint's run directory is its folder's "
+            f"parent) -> predict needs the training config: keep the checkpoint in its run "
+            "directory as train.py wrote it")
+    config = OmegaConf.load(path)
+    for node in ("model", "data"):
+        if node not in config:
+            raise CheckpointError(f"{path} has no {node!r} node: it is not a train.py config")
+    _follow_moved_targets(config)
+    return config
+
+
+# classes that moved in the redesign: runs trained before it still load
+MOVED_TARGETS: dict[str, str] = {
+    "radiogenomics.models.series.SeriesModule":
+        "radiogenomics.models.series_classifier.SeriesModule",
+    "radiogenomics.cv.OutOfFoldPredictions": "radiogenomics.callbacks.OutOfFoldPredictions",
+}
+
+
+def _follow_moved_targets(node: Any) -> None:
+    """Rewrite, in place, every ``_target_`` of a saved config that names a moved class."""
+    if OmegaConf.is_dict(node):
+        target = node.get("_target_")
+        if isinstance(target, str) and target in MOVED_TARGETS:
+            node["_target_"] = MOVED_TARGETS[target]
+        for key in node:
+            _follow_moved_targets(node._get_node(key))
+    elif OmegaConf.is_list(node):
+        for item in node:
+            _follow_moved_targets(item)
+
+
+def read_state_dict(checkpoint: Path) -> dict[str, Any]:
+    """Weights of a Lightning checkpoint, read safely (``weights_only=True``)."""
+    state = _load(checkpoint)
+    if "state_dict" not in state:
+        raise CheckpointError(f"{checkpoint} holds no state_dict: not a Lightning checkpoint")
+    # torch.compile wraps the net: its weights are saved under net._orig_mod.*
+    return {k.replace("._orig_mod.", "."): v for k, v in state["state_dict"].items()}
+
+
+# ---------------------------------------------------------------------------- resuming
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | None:
     """Turn a ``ckpt_path`` setting into a checkpoint file.
 
@@ -38,8 +258,8 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | No
         path = path / "checkpoints" / "last.ckpt" if (path / "checkpoints").is_dir() else (
             path / "last.ckpt")
     if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path={ckpt_path}: no checkpoint at {path} -> "
-                                "give a .ckpt file, a run directory or `last`")
+        raise CheckpointError(f"ckpt_path={ckpt_path}: no checkpoint at {path} -> "
+                              "give a .ckpt file, a run directory or `last`")
     return str(path)
 
 
@@ -48,6 +268,8 @@ def _class_name(obj: object) -> str:
 
 
 def _this_model(model: nn.Module) -> str:
+    from torch import nn
+
     net = getattr(model, "net", None)
     return _class_name(model) + (f" (net {_class_name(net)})" if isinstance(net, nn.Module) else "")
 
@@ -88,10 +310,11 @@ def _mismatch(own: dict[str, torch.Tensor], saved: dict[str, Any]) -> list[str]:
 
 
 DATA_SETUP_KEYS = ("layout", "root", "target", "fold", "n_folds", "split_seed", "splits_file",
-                   "sequences", "spatial_size", "spacing", "slab", "plane", "slices_per_case",
-                   "selection", "slice_size", "slices_per_series", "planes")
+                   "split_unit", "sequences", "spatial_size", "spacing", "slab", "plane",
+                   "slices_per_case", "selection", "slice_size", "slices_per_series", "planes")
 """The data settings a checkpoint must share with a run that resumes from it: the cohort, the
-patient split and what the model sees (sequences in order, grid, slices) and learns (target)."""
+patient split and what the model sees (sequences in order, grid, slices) and learns (target).
+``split_unit`` is recorded only when it is not ``patient`` (checkpoints from before it resume)."""
 
 
 def data_setup(data_cfg: Any) -> dict[str, Any]:
@@ -99,7 +322,7 @@ def data_setup(data_cfg: Any) -> dict[str, Any]:
     plain values (paths absolute), ready to be stored in a checkpoint."""
     setup: dict[str, Any] = {}
     for key in DATA_SETUP_KEYS:
-        if key not in data_cfg:
+        if key not in data_cfg or (key == "split_unit" and data_cfg[key] == "patient"):
             continue
         value = data_cfg[key]
         if OmegaConf.is_config(value):
@@ -129,6 +352,8 @@ def check_checkpoint(path: str | Path, model: nn.Module,
     a checkpoint written with another data setup (fold, split, cohort, sequences or their
     order, grid, target) raises CheckpointError naming each differing setting.
     """
+    import torch
+
     path = Path(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)

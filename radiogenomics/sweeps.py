@@ -1,20 +1,22 @@
 """The runs of a sweep (a Hydra multirun directory) read back from their files.
 
 Each run directory holds ``.hydra/overrides.yaml`` (what the sweep set for it), ``config.yaml``
-and ``run_info.json`` (written by train.py) and ``csv/metrics.csv`` (the CSV logger).
+and ``run_info.json`` (written by train.py, read by `radiogenomics.runs`) and
+``csv/metrics.csv`` (the CSV logger).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import yaml
+from hydra.experimental.callback import Callback
 
 from radiogenomics.errors import RadiogenomicsError
+from radiogenomics.runs import RUN_INFO, saved_config, saved_info
 
 METRICS_FILE = Path("csv") / "metrics.csv"
 
@@ -61,20 +63,21 @@ class SweepRun:
         return rows.groupby("epoch")[metric].last()
 
 
-def _read_yaml(path: Path) -> Any:
-    return yaml.safe_load(path.read_text()) if path.is_file() else None
+def _overrides(run_dir: Path) -> list[str]:
+    """What the sweep set for a run (Hydra's ``.hydra/overrides.yaml``)."""
+    path = run_dir / ".hydra" / "overrides.yaml"
+    return list((yaml.safe_load(path.read_text()) if path.is_file() else None) or [])
 
 
 def read_run(path: str | Path) -> SweepRun:
     """Read one run directory (files that are missing are simply left empty)."""
     path = Path(path)
     metrics = path / METRICS_FILE
-    info = path / "run_info.json"
     return SweepRun(
         path=path,
-        overrides=list(_read_yaml(path / ".hydra" / "overrides.yaml") or []),
-        config=_read_yaml(path / "config.yaml") or {},
-        info=json.loads(info.read_text()) if info.is_file() else {},
+        overrides=_overrides(path),
+        config=saved_config(path),
+        info=saved_info(path),
         history=pd.read_csv(metrics) if metrics.is_file() else None,
     )
 
@@ -88,7 +91,7 @@ def find_runs(sweep_dir: str | Path) -> list[SweepRun]:
     if not sweep_dir.is_dir():
         raise RadiogenomicsError(f"sweep directory not found: {sweep_dir} -> give the multirun "
                                  "directory that train.py -m printed (logs/<task>/multiruns/...)")
-    found = {p.parent for p in sweep_dir.rglob("run_info.json")}
+    found = {p.parent for p in sweep_dir.rglob(RUN_INFO)}
     found |= {p.parent.parent for p in sweep_dir.rglob(str(METRICS_FILE))}
 
     def order(path: Path) -> tuple[Any, ...]:
@@ -115,28 +118,9 @@ def split_overrides(overrides: list[str]) -> dict[str, str]:
     return {p[0]: p[1] if len(p) == 2 else "" for p in pairs}
 
 
-class MultirunEndCallback:
-    """Base of the Hydra callbacks that act when a multirun ends.
-
-    Hydra calls every hook by name on each callback; these are the ones left empty (the
-    subclass implements ``on_multirun_end``). Not derived from Hydra's class so that this
-    package imports Hydra in one place only.
-    """
-
-    def on_run_start(self, config: Any, **kwargs: Any) -> None:
-        """Nothing to do when a single run starts."""
-
-    def on_run_end(self, config: Any, **kwargs: Any) -> None:
-        """Nothing to do when a single run ends."""
-
-    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
-        """Nothing to do before the jobs run."""
-
-    def on_job_start(self, config: Any, **kwargs: Any) -> None:
-        """Nothing to do when a job starts."""
-
-    def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
-        """Nothing to do when a job ends."""
+class MultirunEndCallback(Callback):
+    """Base of the Hydra callbacks that act when a multirun ends (``on_multirun_end``); Hydra's
+    other hooks are left as Hydra's ``Callback`` has them: empty."""
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         raise NotImplementedError

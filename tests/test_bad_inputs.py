@@ -27,7 +27,7 @@ from radiogenomics.data.convert import main as convert_main
 from radiogenomics.data.datamodule import MRIDataModule
 from radiogenomics.data.transforms import PreprocessConfig, preprocessing
 from radiogenomics.errors import CheckpointError, CohortError, LabelError
-from train import train
+from radiogenomics.train import train
 
 SEQUENCES = ("T1wCE", "FLAIR")
 """The synthetic data config's sequences: the cache is shared with the training tests."""

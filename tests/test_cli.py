@@ -172,7 +172,7 @@ def test_max_epochs_without_limit_is_refused_not_trained_forever(tmp_path: Path)
 
 def test_an_ensemble_never_leaves_out_a_fold_that_failed(tmp_path: Path) -> None:
     from radiogenomics.errors import RadiogenomicsError
-    from radiogenomics.inference.models import find_runs
+    from radiogenomics.runs import find_runs
 
     sweep = tmp_path / "multirun"
     (sweep / "0" / ".hydra").mkdir(parents=True)

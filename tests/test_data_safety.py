@@ -22,11 +22,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from radiogenomics.data.cohorts import load_cohort
+from radiogenomics.data.cohorts import load_cohort, prediction_cohort
 from radiogenomics.data.datamodule import MRIDataModule, cohort_key
 from radiogenomics.errors import CohortError, ConfigError, RadiogenomicsError
 from radiogenomics.inference import outputs
-from radiogenomics.inference.cohort import prediction_cohort
 from radiogenomics.inference.runner import CohortPrediction, PatientPrediction
 from tests.conftest import compose_train
 
@@ -59,7 +58,7 @@ def read_only_cohort(tiny_cohort: Path, tmp_path: Path):
 def test_training_on_a_read_only_cohort_writes_nothing_under_it(read_only_cohort: Path,
                                                                 train_cfg, tmp_path) -> None:
     """Tests run as root, where chmod stops no write: the listing must not change either."""
-    from train import train
+    from radiogenomics.train import train
 
     before = listing(read_only_cohort)
     cfg = train_cfg(f"data.root={read_only_cohort}")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from radiogenomics import config as rc
+from radiogenomics import distributed as rc
 from tests.conftest import compose_train
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -25,7 +25,7 @@ from radiogenomics.callbacks import SIGTERM_EXIT_CODE
 from radiogenomics.data.cache import PreprocessCache
 from radiogenomics.data.cohorts import load_cohort
 from radiogenomics.data.transforms import PreprocessConfig
-from train import train
+from radiogenomics.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS_PER_EPOCH = 2
@@ -194,7 +194,7 @@ def test_a_resumed_epoch_with_no_batch_left_ends_without_train_metrics() -> None
     from radiogenomics.models.classifier import ClassificationModule
     from radiogenomics.models.nets.resnet3d import ResNet3D
     from radiogenomics.models.nets.series_resnet import SeriesResNet
-    from radiogenomics.models.series import SeriesModule
+    from radiogenomics.models.series_classifier import SeriesModule
 
     ClassificationModule(ResNet3D(in_channels=1), torch.optim.Adam).on_train_epoch_end()
     SeriesModule(SeriesResNet(), torch.optim.Adam).on_train_epoch_end()

@@ -18,16 +18,16 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
-from predict import predict
 from radiogenomics.data.readers import load_volume
 from radiogenomics.data.transforms import PreprocessConfig
 from radiogenomics.errors import RadiogenomicsError
-from radiogenomics.inference.models import SliceSampling, TrainedModel
 from radiogenomics.inference.runner import CohortPredictor
-from radiogenomics.interpret.volume import to_slices
+from radiogenomics.inference.trained_models import SliceSampling, TrainedModel
+from radiogenomics.interpret.slice_batch import to_slices
 from radiogenomics.models.classifier import ClassificationModule
+from radiogenomics.predict import predict
+from radiogenomics.train import train
 from tests.conftest import CONF_DIR, compose_train, write_png_series
-from train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 SEQUENCES = ("T1wCE", "FLAIR")  # conf/data/synthetic.yaml: the first is the reference grid

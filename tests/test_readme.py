@@ -99,6 +99,8 @@ class Workspace:
         args = shlex.split(command)
         if args[0] in ("python", "python3"):
             args[0] = sys.executable
+        elif args[0] == "radiogenomics":  # the console script of this environment's install
+            args[0] = str(Path(sys.executable).parent / "radiogenomics")
         result = subprocess.run(args, cwd=self.repo, env=self.env, capture_output=True,
                                 text=True, timeout=TIMEOUT)
         output = result.stdout + result.stderr
@@ -132,7 +134,8 @@ class Workspace:
         """Run a training command once; the run (or multirun) folder it made."""
         key = f"run:{key}"
         if key not in self.made:
-            multirun = " -m " in f" {command} " or "cv=" in command
+            args = command.replace("python -m radiogenomics ", "radiogenomics ", 1)
+            multirun = " -m " in f" {args} " or "cv=" in args
             folder = f"logs/{task}/{'multiruns' if multirun else 'runs'}"
             before = self.listing(folder)
             self.run(command if " debug=" in command else f"{command} {SMOKE}")
@@ -262,8 +265,9 @@ class Case:
     append: str = ""
 
 
-def _train_case(key: str, **fill: Callable[[Workspace], str]) -> Case:
-    return Case(fill=fill, check=lambda ws, filled: _has_run_outputs(ws.train(key, filled)))
+def _train_case(key: str, *, slow: bool = False, **fill: Callable[[Workspace], str]) -> Case:
+    return Case(fill=fill, check=lambda ws, filled: _has_run_outputs(ws.train(key, filled)),
+                slow=slow)
 
 
 def _fresh_install_then(ws: Workspace, filled: str) -> None:
@@ -310,11 +314,29 @@ def _check_convert(ws: Workspace, filled: str) -> None:
     _has_run_outputs(ws.train("converted", f"python train.py data=brats data.root={out}"))
 
 
+def _check_convert_cli(ws: Workspace, filled: str) -> None:
+    ws.run(filled)
+    patients = list((ws.cohort / "rsna" / "test").iterdir())
+    out = ws.base / "converted-cli"
+    assert len(list(out.glob("BraTS2021_*/*.nii.gz"))) == 4 * len(patients)
+
+
 def _check_cv_cli(ws: Workspace, filled: str) -> None:
     sweep = ws.cv_run
     (sweep / "cv_summary.csv").unlink()
-    ws.run(filled)
+    result = ws.run(filled)
     assert (sweep / "cv_summary.csv").is_file()
+    assert "PASS id-overlap: no patient in two parts (5 folds" in result.stdout
+
+
+def _check_calibration_cli(ws: Workspace, filled: str) -> None:
+    ws.run(filled)
+    assert json.loads((ws.cv_run / "calibration.json").read_text())["method"] == "platt"
+
+
+def _check_delong_report(ws: Workspace, filled: str) -> None:
+    page = (_predict(ws, filled) / "report.md").read_text()
+    assert "## Comparison with another model" in page and "## Methods" in page
 
 
 def _check_compare_cli(ws: Workspace, filled: str) -> None:
@@ -331,6 +353,17 @@ def _exits_0(ws: Workspace, filled: str) -> None:
     ws.run(filled)
 
 
+def _check_audit(ws: Workspace, filled: str) -> None:
+    """The leakage audit of a clean run, CV or cohort: four verdict lines, none a FAIL."""
+    result = ws.run(filled)
+    verdicts = [line for line in result.stdout.splitlines()
+                if line.split(" ", 1)[0] in ("PASS", "FAIL", "SKIP")]
+    checks = [line.split()[1].rstrip(":") for line in verdicts]
+    assert checks == ["id-overlap", "slice-overlap", "near-duplicates", "label-permutation"]
+    assert not [line for line in verdicts if line.startswith("FAIL")], verdicts
+    assert verdicts[0].startswith("PASS") and verdicts[2].startswith("PASS")
+
+
 def _check_benchmarks(ws: Workspace, filled: str) -> None:
     result = ws.run(filled)
     assert "| measure |" in result.stdout or "|" in result.stdout
@@ -340,7 +373,8 @@ CASES: dict[str, Case] = {
     # the top of the README
     "python train.py": Case(check=lambda ws, filled: _has_run_outputs(ws.default_run)),
     "python train.py model=cnn3d data=rsna data.root=/data/rsna-miccai":
-        _train_case("rsna-cnn3d", **{"/data/rsna-miccai": _cohort("rsna")}),
+        _train_case("rsna-cnn3d", slow=True,  # the path of `data=rsna data.root=DIR`
+                    **{"/data/rsna-miccai": _cohort("rsna")}),
     "python train.py -m data.fold=0,1,2,3,4":
         Case(check=lambda ws, filled: _multirun("cv", ("cv_summary.csv", "oof_predictions.csv",
                                                        "cv_folds.csv"))(ws, filled)),
@@ -358,6 +392,14 @@ CASES: dict[str, Case] = {
     "python predict.py ckpt_path=logs/train/multiruns/<cv run> data.root=DIR":
         Case(fill={"logs/train/multiruns/<cv run>": _run_of("cv_run"), "DIR": _cohort("rsna")},
              check=lambda ws, filled: _predict(ws, filled, _test_patients(ws.cohort))),
+    "python predict.py ckpt_path=logs/train/multiruns/<cv run> data.root=DIR data.split=train "
+    "compare_ckpt_path=logs/train/runs/<run>":
+        Case(fill={"logs/train/multiruns/<cv run>": _run_of("cv_run"), "DIR": _cohort("rsna"),
+                   "logs/train/runs/<run>": _run_of("default_run")},
+             check=_check_delong_report),
+    "python -m radiogenomics.cv logs/train/multiruns/<time> --calibration platt":
+        Case(fill={"logs/train/multiruns/<time>": _run_of("cv_run")},
+             check=_check_calibration_cli),
     "python predict.py ckpt_path=<run> interpret=gradcam uncertainty=tta":
         Case(fill={"<run>": _run_of("default_run")},
              check=lambda ws, filled: _check_maps(_predict(ws, filled))),
@@ -374,10 +416,11 @@ CASES: dict[str, Case] = {
     "python train.py data=brats data.root=DIR": _train_case("brats", DIR=_cohort("brats")),
     "python train.py data=brats_hgg_lgg data.root=DIR model.target=grade":
         _train_case("hgg_lgg", DIR=lambda ws: str(ws.hgg_lgg)),
-    "python train.py data.sequences=[FLAIR,T1w,T1wCE,T2w]": _train_case("sequences"),
+    "python train.py data.sequences=[FLAIR,T1w,T1wCE,T2w]":
+        _train_case("sequences", slow=True),  # four sequences: also tests/test_train.py
     "python train.py -m hparams_search=<name>":
         Case(fill={"<name>": lambda ws: "cnn3d_optuna"}, append="hydra.sweeper.n_trials=2",
-             check=_check_optuna),
+             check=_check_optuna, slow=True),  # = hparams_search=cnn3d_optuna, below
     "python train.py experiment=<recipe> data.root=DIR":
         Case(fill={"<recipe>": lambda ws: "multiscale", "DIR": lambda ws: str(ws.hgg_lgg)},
              check=lambda ws, filled: _has_run_outputs(ws.train(filled, filled, "multiscale"))),
@@ -396,7 +439,7 @@ CASES: dict[str, Case] = {
     "python train.py logger=tensorboard":
         Case(check=lambda ws, filled: _check_logger(ws, filled, "tensorboard")),
     "python train.py logger=none":
-        Case(check=lambda ws, filled: _has_checkpoints(ws.train(filled, filled))),
+        Case(check=lambda ws, filled: _has_checkpoints(ws.train(filled, filled)), slow=True),
     "python train.py trainer=cpu": Case(check=lambda ws, filled: _has_run_outputs(
         ws.train("trainer-cpu", filled)), slow=True),
     "python train.py trainer=gpu": Case(check=_trainer_needs_gpu),
@@ -416,6 +459,15 @@ CASES: dict[str, Case] = {
                    "[--skip-invalid-files] [--philips-precise]":
                        lambda ws: "--skip-invalid-files"},
              check=_check_convert),
+    # the radiogenomics command
+    "radiogenomics train debug=fdr": Case(check=_exits_0),
+    "python -m radiogenomics train model=unet": _train_case("python-m-unet"),
+    "radiogenomics predict ckpt_path=logs/train/runs/<run> data.root=DIR":
+        Case(fill={"logs/train/runs/<run>": _run_of("default_run"), "DIR": _cohort("rsna/test")},
+             check=lambda ws, filled: _predict(ws, filled, _test_patients(ws.cohort))),
+    "radiogenomics convert IN OUT":
+        Case(fill={"IN": _cohort("rsna/test"), "OUT": lambda ws: str(ws.base / "converted-cli")},
+             check=_check_convert_cli),
     # cross-validation, sweeps, benchmarks
     "python train.py cv=5fold":
         Case(check=lambda ws, filled: _multirun(filled, ("cv_summary.csv",))(ws, filled),
@@ -432,6 +484,17 @@ CASES: dict[str, Case] = {
     "python train.py -m hparams_search=cnn3d_optuna hydra/launcher=joblib "
     "hydra.launcher.n_jobs=4":
         Case(append="hydra.sweeper.n_trials=2", check=_check_optuna, slow=True),
+    # the leakage audit
+    "radiogenomics audit <run>":
+        Case(fill={"<run>": _run_of("default_run")}, append="--permutations 0",
+             check=_check_audit),
+    "radiogenomics audit logs/train/runs/<run>":
+        Case(fill={"logs/train/runs/<run>": _run_of("default_run")}, check=_check_audit,
+             slow=True),  # 3 retrainings; tests/test_audit.py runs the permutation test
+    "radiogenomics audit logs/train/multiruns/<cv run> --permutations 0":
+        Case(fill={"logs/train/multiruns/<cv run>": _run_of("cv_run")}, check=_check_audit),
+    "radiogenomics audit --data data=rsna data.root=DIR":
+        Case(fill={"DIR": _cohort("rsna")}, check=_check_audit),
     "python -m benchmarks": Case(check=_check_benchmarks, slow=True),
     "python -m benchmarks --quick": Case(check=_check_benchmarks, slow=True),
     "python -m benchmarks --only reading,prepare": Case(check=_check_benchmarks, slow=True),

@@ -9,8 +9,8 @@ import torch
 from hydra.types import RunMode
 
 from radiogenomics import config as rc
+from radiogenomics.train import train
 from tests.conftest import CONF_DIR, compose_train
-from train import train
 
 RECIPES = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
 

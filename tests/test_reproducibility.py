@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 import radiogenomics
 from radiogenomics.data.datamodule import cohort_key
-from train import train
+from radiogenomics.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 

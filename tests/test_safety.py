@@ -28,9 +28,9 @@ from radiogenomics import config as rc
 from radiogenomics.data.convert import main as convert_main
 from radiogenomics.data.readers import load_volume
 from radiogenomics.errors import CheckpointError
+from radiogenomics.train import train
 from tests.conftest import compose_train
 from tests.test_bad_inputs import cohort_view
-from train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 PATIENT = "00004"

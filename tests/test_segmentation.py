@@ -23,7 +23,7 @@ from radiogenomics.data.labels import from_internal, regions, to_internal
 from radiogenomics.data.nifti import read_nifti
 from radiogenomics.data.readers import load_volume
 from radiogenomics.data.transforms import PreprocessConfig
-from radiogenomics.evaluation.segmentation import region_volumes, segmentation_scores
+from radiogenomics.evaluation.segmentation_scores import region_volumes, segmentation_scores
 from radiogenomics.inference.masks import predict_mask, segment_cases
 from radiogenomics.models.segmenter import (
     LOSSES,
@@ -32,7 +32,7 @@ from radiogenomics.models.segmenter import (
     labels_from_regions,
     segmentation_loss,
 )
-from train import train
+from radiogenomics.train import train
 
 SCORE_KEYS = ("dice_et", "dice_tc", "dice_wt", "dice_ncr", "dice_ed", "dice", "iou", "hd95")
 

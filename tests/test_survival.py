@@ -13,7 +13,7 @@ import pytest
 from radiogenomics.data.synthetic import generate_cohort
 from radiogenomics.errors import LabelError
 from radiogenomics.models.survival import FEATURES, SurvivalClassifier, survival_features
-from train import train
+from radiogenomics.train import train
 
 SMALL_GRIDS = {
     "survival_rf": ["model.param_grid.n_estimators=[20]", "model.param_grid.max_depth=[3]",

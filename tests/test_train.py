@@ -14,8 +14,8 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import open_dict
 
 from radiogenomics.errors import LabelError
+from radiogenomics.train import train
 from tests.conftest import compose_train
-from train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,7 +14,7 @@ from omegaconf import open_dict
 from torch import nn
 
 from radiogenomics.errors import CheckpointError, ConfigError, TrainingError
-from train import train
+from radiogenomics.train import train
 
 SMALL_NET = "model.net.widen_factor=0.25"
 CHECKPOINTED = ["callbacks=default", "~callbacks.progress_bar", "~callbacks.oof_predictions",

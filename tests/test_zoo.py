@@ -31,9 +31,9 @@ from radiogenomics.models.nets.efficientnet3d import EfficientNet3D
 from radiogenomics.models.nets.resnet3d import ResNet3D
 from radiogenomics.models.nets.series_resnet import SeriesResNet
 from radiogenomics.models.nets.vgg import VGG16Classifier
-from radiogenomics.models.series import tag_series
+from radiogenomics.models.series_classifier import tag_series
+from radiogenomics.train import train
 from tests.conftest import compose_train
-from train import train
 
 SLICES = ["data.sequences=[FLAIR,T1wCE,T2w]", "data.spatial_size=[32,32,4]",
           "data.slices_per_case=2", "data.augment=null"]

@@ -11,7 +11,15 @@ from monai import transforms as mt
 
 @dataclass
 class AugmentConfig:
-    """Strength and probability of each random transform (0 disables it)."""
+    """Strength and probability of each random transform (0 disables it).
+
+    Spatial: ``flip_prob`` mirrors left-right (the first axis, R-L in RAS); with odds
+    ``rotate_prob`` one random affine rotates about each axis by up to ``rotate_range_deg``
+    degrees and zooms by up to ``scale_range`` (0.1: 0.9x to 1.1x). Intensity, in units of
+    the normalised image, each with odds ``intensity_prob``: a gain of up to
+    ``intensity_scale`` (0.1: x0.9 to x1.1) and an offset of up to ``intensity_shift``.
+    ``noise_std``: Gaussian noise of that standard deviation, added with odds 0.5.
+    """
 
     flip_prob: float = 0.5
     rotate_range_deg: float = 10.0

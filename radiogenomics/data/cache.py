@@ -1,5 +1,9 @@
 """On-disk cache of the deterministic preprocessing, keyed by source files and transform config.
 
+`CaseCache` is what every per-case cache shares (entry keys, atomic writes, `prepare` in
+worker processes); `PreprocessCache` is the preprocessing's own, and `case_sources` and
+`run_preprocessing` are its steps that inference reuses without a cache.
+
 Each entry is a folder ``<case id>-<key>/`` holding ``image.npy`` (float16 by default,
 memory-mapped on read), ``seg.npy`` (uint8, when masks are used) and ``meta.json``. The key
 hashes the preprocessing config and the size and modification time of every source file,
@@ -32,7 +36,7 @@ from functools import partial
 from multiprocessing import get_all_start_methods, get_context
 from multiprocessing.context import BaseContext
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -95,11 +99,172 @@ class PrepareReport:
         return text
 
 
-class PreprocessCache:
+SEQUENCES_HINT = "choose data.sequences among those the cohort has"
+
+
+def case_sources(case: Case, config: PreprocessConfig, hint: str = SEQUENCES_HINT
+                 ) -> dict[str, Any]:
+    """Source files of a case that `config` reads: its sequences, and its mask ``with_seg``.
+
+    A missing sequence raises a `DataError` with `hint`.
+    """
+    images = case["images"]
+    missing = [s for s in config.sequences if s not in images]
+    if missing:
+        raise DataError(f"sequence(s) {missing} not available (has {sorted(images)})",
+                        patient=case["id"], hint=hint)
+    sources = {s: images[s] for s in config.sequences}
+    if config.with_seg:
+        if not case.get("seg"):
+            raise DataError("no tumour mask for this case", patient=case["id"],
+                            hint="segmentation needs a cohort with masks (data=brats)")
+        sources["seg"] = case["seg"]
+    return sources
+
+
+def run_preprocessing(pipeline: Callable[[dict[str, Any]], dict[str, Any]], case: Case,
+                      sources: dict[str, Any]) -> dict[str, Any]:
+    """The deterministic `pipeline`'s output for a case's `sources` (MetaTensors).
+
+    Every failure is a `DataError` naming the patient (MONAI's wrapping undone).
+    """
+    sample = {"id": case["id"], "label_scheme": case.get("label_scheme", "brats2021"),
+              **sources}
+    try:
+        return pipeline(sample)
+    except DataError:
+        raise
+    except Exception as err:  # MONAI wraps errors of inner transforms
+        inner = err.__cause__ if isinstance(err.__cause__, DataError) else None
+        if inner is not None:
+            raise inner from err
+        raise DataError(f"preprocessing failed: {err}", patient=case["id"],
+                        hint="check the series of this patient") from err
+
+
+class CaseCache:
+    """One entry folder ``<case id>-<key>/`` per case under ``root``.
+
+    The key hashes `VERSION`, what the subclass computes entries with (`key_fields`) and
+    the size and modification time of every source file (`sources`), so a stale entry is
+    never read. Entries are written into a temporary folder renamed into place (`write`):
+    a killed preparation leaves no partial entry, and of processes filling one cache at
+    once the first valid entry wins. Subclasses compute (`compute`), save (`_save`),
+    check (`ready`, `valid`) and read (`_read`) an entry.
+    """
+
+    VERSION: ClassVar[int]
+    """Bumped whenever the code changes what an entry holds."""
+    DESCRIPTION: ClassVar[str] = "preparing cache"
+    """What `prepare`'s progress bar says."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def sources(self, case: Case) -> dict[str, Any]:
+        """Source files (or folders) of a case that its entry is computed from."""
+        raise NotImplementedError
+
+    def key_fields(self, case: Case) -> dict[str, Any]:
+        """What else the entry of a case depends on (JSON), hashed into its key."""
+        raise NotImplementedError
+
+    def key(self, case: Case) -> str:
+        payload = {"version": self.VERSION, **self.key_fields(case),
+                   "sources": {k: fingerprint(v) for k, v in self.sources(case).items()}}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
+
+    def entry(self, case: Case) -> Path:
+        return self.root / f"{case['id']}-{self.key(case)}"
+
+    def ready(self, entry: Path) -> bool:
+        """Whether the entry is complete (a cheap check: `prepare` skips it when it is)."""
+        raise NotImplementedError
+
+    def valid(self, entry: Path) -> bool:
+        """Whether an entry found in place is worth keeping over a new one (default `ready`)."""
+        return self.ready(entry)
+
+    def has(self, case: Case) -> bool:
+        return self.ready(self.entry(case))
+
+    def compute(self, case: Case) -> dict[str, Any]:
+        """The content of a case's entry (no cache involved)."""
+        raise NotImplementedError
+
+    def _save(self, folder: Path, case: Case, result: dict[str, Any]) -> None:
+        """Write `compute`'s `result` into an empty entry folder."""
+        raise NotImplementedError
+
+    def _read(self, entry: Path, mmap: bool = True) -> dict[str, Any]:
+        """The content of a complete entry (arrays memory-mapped unless ``mmap`` is false)."""
+        raise NotImplementedError
+
+    def load(self, case: Case) -> dict[str, Any]:
+        """The content of a prepared case."""
+        return self._read(self.entry(case))
+
+    def write(self, case: Case, result: dict[str, Any], entry: Path | None = None) -> Path:
+        """Store `result` atomically (temporary folder renamed into place) at `entry`
+        (default: the case's entry now; pass the one taken before computing, so that a source
+        file edited meanwhile gives a stale key, never a stale entry).
+
+        When another process put a valid entry there first, it is kept and ours dropped; a
+        damaged one is renamed aside (never seen half-replaced) and then deleted.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        final = entry or self.entry(case)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{case['id']}-", dir=self.root))
+        try:
+            self._save(tmp, case, result)
+            self._publish(tmp, final)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return final
+
+    def _publish(self, tmp: Path, final: Path) -> None:
+        for _ in range(5):
+            try:
+                os.rename(tmp, final)  # atomic; fails when `final` exists and is not empty
+                return
+            except OSError as err:
+                if err.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                    raise
+            if self.valid(final):
+                return  # a valid entry, written by another process: keep it
+            aside = final.with_name(f".{final.name}.damaged-{uuid.uuid4().hex[:8]}")
+            try:
+                os.rename(final, aside)
+            except FileNotFoundError:
+                continue  # another process moved it aside first
+            shutil.rmtree(aside, ignore_errors=True)
+        raise OSError(f"could not put the cache entry {final} into place")
+
+    def build(self, case: Case, entry: Path) -> None:
+        """Compute one case's entry and store it at `entry`."""
+        self.write(case, self.compute(case), entry=entry)
+
+    def _builder(self) -> Callable[[Case, Path], Any]:
+        """`build` as sent to the worker processes (picklable)."""
+        return self.build
+
+    def prepare(self, cases: list[Case], workers: int = 0, progress: bool = True) -> PrepareReport:
+        """Fill the cache for every case, in ``workers`` processes (0: in this process).
+
+        Failures do not stop the others: each is recorded in the report with its reason.
+        """
+        return fill_cache(cases, self.entry, self.ready, self._builder(), workers, progress,
+                          self.DESCRIPTION)
+
+
+class PreprocessCache(CaseCache):
     """Deterministic preprocessing results for a cohort, stored under ``root``."""
 
+    VERSION = CACHE_VERSION
+
     def __init__(self, root: str | Path, config: PreprocessConfig) -> None:
-        self.root = Path(root)
+        super().__init__(root)
         self.config = config
         self._pipeline = None
         # entry folder of each case already loaded: fingerprinting stats every source file
@@ -110,39 +275,18 @@ class PreprocessCache:
 
     def sources(self, case: Case) -> dict[str, Any]:
         """Source files of a case that the config reads."""
-        images = case["images"]
-        missing = [s for s in self.config.sequences if s not in images]
-        if missing:
-            raise DataError(f"sequence(s) {missing} not available (has {sorted(images)})",
-                            patient=case["id"],
-                            hint="choose data.sequences among those the cohort has")
-        sources = {s: images[s] for s in self.config.sequences}
-        if self.config.with_seg:
-            if not case.get("seg"):
-                raise DataError("no tumour mask for this case", patient=case["id"],
-                                hint="segmentation needs a cohort with masks (data=brats)")
-            sources["seg"] = case["seg"]
-        return sources
+        return case_sources(case, self.config)
 
-    def key(self, case: Case) -> str:
-        payload = {
-            "version": CACHE_VERSION,
-            "config": self.config.to_dict(),
-            "scheme": case.get("label_scheme"),
-            "sources": {k: fingerprint(v) for k, v in self.sources(case).items()},
-        }
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
-
-    def entry(self, case: Case) -> Path:
-        return self.root / f"{case['id']}-{self.key(case)}"
+    def key_fields(self, case: Case) -> dict[str, Any]:
+        return {"config": self.config.to_dict(), "scheme": case.get("label_scheme")}
 
     def ready(self, entry: Path) -> bool:
         """Whether the entry is complete and its arrays have the sizes ``meta.json`` records
         (cheap: a stat per file; checksums are verified on load)."""
         return self.problem(entry, checksums=False) is None
 
-    def has(self, case: Case) -> bool:
-        return self.ready(self.entry(case))
+    def valid(self, entry: Path) -> bool:
+        return self.problem(entry) is None
 
     def _array_names(self) -> list[str]:
         return ["image", "seg"] if self.config.with_seg else ["image"]
@@ -219,7 +363,7 @@ class PreprocessCache:
         self.write(case, arrays, entry=entry)
         return arrays
 
-    def _read(self, entry: Path, mmap: bool) -> dict[str, np.ndarray]:
+    def _read(self, entry: Path, mmap: bool = True) -> dict[str, np.ndarray]:
         mode = "r" if mmap else None
         return {name: np.load(entry / f"{name}.npy", mmap_mode=mode)
                 for name in self._array_names()}
@@ -228,67 +372,27 @@ class PreprocessCache:
         """Run the deterministic pipeline on one case (no cache involved)."""
         if self._pipeline is None:
             self._pipeline = preprocessing(self.config)
-        sample = {"id": case["id"], "label_scheme": case.get("label_scheme", "brats2021"),
-                  **self.sources(case)}
-        try:
-            result = self._pipeline(sample)
-        except DataError:
-            raise
-        except Exception as err:  # MONAI wraps errors of inner transforms
-            inner = err.__cause__ if isinstance(err.__cause__, DataError) else None
-            if inner is not None:
-                raise inner from err
-            raise DataError(f"preprocessing failed: {err}", patient=case["id"],
-                            hint="check the series of this patient") from err
+        result = run_preprocessing(self._pipeline, case, self.sources(case))
         out = {"image": _numpy(result["image"]).astype(self.config.dtype)}
         if self.config.with_seg:
             out["seg"] = _numpy(result["seg"]).astype(np.uint8)
         return out
 
-    def write(self, case: Case, arrays: dict[str, np.ndarray], entry: Path | None = None) -> Path:
-        """Store arrays atomically (temporary folder renamed into place) at `entry` (default:
-        the case's entry now; pass the one taken before computing, so that a source file
-        edited meanwhile gives a stale key, never a stale entry).
-
-        When another process put a valid entry there first, it is kept and ours dropped; a
-        damaged one is renamed aside (never seen half-replaced) and then deleted.
-        """
+    def write(self, case: Case, arrays: dict[str, np.ndarray], entry: Path | None = None
+              ) -> Path:
         self._loaded.pop(case["id"], None)
-        self.root.mkdir(parents=True, exist_ok=True)
-        final = entry or self.entry(case)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{case['id']}-", dir=self.root))
-        try:
-            files = {}
-            for name, array in arrays.items():
-                np.save(tmp / f"{name}.npy", array)
-                path = tmp / f"{name}.npy"
-                files[path.name] = {"bytes": path.stat().st_size, "blake2b": file_digest(path)}
-            meta = {"id": case["id"], "shape": list(arrays["image"].shape),
-                    "config": self.config.to_dict(), "files": files}
-            (tmp / META).write_text(json.dumps(meta, indent=1))
-            self._publish(tmp, final)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-        return final
+        return super().write(case, arrays, entry)
 
-    def _publish(self, tmp: Path, final: Path) -> None:
-        for _ in range(5):
-            try:
-                os.rename(tmp, final)  # atomic; fails when `final` exists and is not empty
-                return
-            except OSError as err:
-                if err.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
-                    raise
-            if self.problem(final) is None:
-                return  # a valid entry, written by another process: keep it
-            aside = final.with_name(f".{final.name}.damaged-{uuid.uuid4().hex[:8]}")
-            try:
-                os.rename(final, aside)
-            except FileNotFoundError:
-                continue  # another process moved it aside first
-            shutil.rmtree(aside, ignore_errors=True)
-        raise OSError(f"could not put the cache entry {final} into place")
+    def _save(self, folder: Path, case: Case, result: dict[str, np.ndarray]) -> None:
+        """The arrays, then ``meta.json`` with their sizes and checksums."""
+        files = {}
+        for name, array in result.items():
+            path = folder / f"{name}.npy"
+            np.save(path, array)
+            files[path.name] = {"bytes": path.stat().st_size, "blake2b": file_digest(path)}
+        meta = {"id": case["id"], "shape": list(result["image"].shape),
+                "config": self.config.to_dict(), "files": files}
+        (folder / META).write_text(json.dumps(meta, indent=1))
 
     def get(self, case: Case) -> dict[str, np.ndarray]:
         """Load a case, computing and storing it first if absent (sources fingerprinted once)."""
@@ -299,14 +403,12 @@ class PreprocessCache:
         return self.load(case)
 
     def prepare(self, cases: list[Case], workers: int = 0, progress: bool = True) -> PrepareReport:
-        """Fill the cache for every case, in ``workers`` processes (0: in this process).
-
-        Failures do not stop the others: each is recorded in the report with its reason.
-        """
         self._loaded.clear()
-        return fill_cache(cases, self.entry, self.ready,
-                          partial(_build_entry, self.root, self.config), workers, progress,
-                          "preparing cache")
+        return super().prepare(cases, workers, progress)
+
+    def _builder(self) -> Callable[[Case, Path], Any]:
+        # a fresh cache per case: this one's pipeline and verified checksums stay here
+        return partial(_build_entry, self.root, self.config)
 
 
 def fill_cache(cases: list[Case], entry: Callable[[Case], Path], ready: Callable[[Path], bool],

@@ -30,13 +30,13 @@ import numpy as np
 from tqdm import tqdm
 
 from radiogenomics.data.case import SEQUENCES, canonical_sequence
+from radiogenomics.data.cohorts.names import BRATS2021_SUFFIXES, brats2021_case, brats2021_file
 from radiogenomics.data.nifti import write_nifti
 from radiogenomics.data.readers import load_volumes
 from radiogenomics.data.volume import Volume
 from radiogenomics.errors import CohortError, DataError, Failure
 from radiogenomics.files import atomic_write
 
-BRATS_SUFFIXES: dict[str, str] = {"FLAIR": "flair", "T1w": "t1", "T1wCE": "t1ce", "T2w": "t2"}
 ERRORS_FILE = "conversion_errors.csv"
 NOTES_FILE = "conversion_notes.csv"
 LABEL_TABLES = ("train_labels.csv",)
@@ -141,11 +141,6 @@ def _as_stored(array: np.ndarray) -> np.ndarray:
     return np.asarray(array, dtype=np.float32)
 
 
-def case_name(patient: str) -> str:
-    """The BraTS 2021 case folder of a patient: ``BraTS2021_XXXXX`` for a numeric (RSNA) id."""
-    return f"BraTS2021_{int(patient):05d}" if patient.isdigit() and len(patient) <= 5 else patient
-
-
 def _stack_volumes(volumes: list[Volume]) -> tuple[np.ndarray, np.ndarray]:
     """One 3D array, or the 4D array of a multi-volume series, and its affine."""
     first = volumes[0]
@@ -174,7 +169,6 @@ def convert_patient(
     candidates = _sequence_candidates(folder)
     series = {name: folders[0] for name, folders in candidates.items()}
     written, failures, notes = [], [], []
-    case = case_name(patient)
     for sequence in SEQUENCES:
         if sequence not in series:
             failures.append(Failure(patient, "series folder missing", sequence, str(folder)))
@@ -186,7 +180,7 @@ def convert_patient(
                 "-> keep one (rename or move the other out of the patient folder)",
                 sequence, str(folder)))
             continue
-        target = out_dir / case / f"{case}_{BRATS_SUFFIXES[sequence]}.nii.gz"
+        target = brats2021_file(out_dir, patient, BRATS2021_SUFFIXES[sequence])
         try:
             options = {"skip_invalid_files": skip_invalid_files, "philips_precise": philips_precise}
             options = {key: True for key, value in options.items() if value}
@@ -206,7 +200,7 @@ def convert_patient(
             notes.append(Note(patient, sequence, f"{volumes[0].meta['series_layout']}: written "
                               f"as one 4D NIfTI of {len(volumes)} volumes; training takes one "
                               "3D volume per sequence"))
-    if case == patient:
+    if brats2021_case(patient) == patient:
         notes.append(Note(patient, "-", "id is not numeric: written as <id>/<id>_<seq>.nii.gz, "
                           "which data=brats does not read (it needs BraTS2021_XXXXX folders)"))
     return written, failures, notes
@@ -227,9 +221,8 @@ def _targets(in_dir: Path, out_dir: Path, patients: dict[str, Path]) -> list[Pat
     targets = [out_dir / ERRORS_FILE, out_dir / NOTES_FILE]
     targets += [out_dir / name for name in LABEL_TABLES if (in_dir / name).is_file()]
     for patient in patients:
-        case = case_name(patient)
-        targets += [out_dir / case / f"{case}_{suffix}.nii.gz"
-                    for suffix in BRATS_SUFFIXES.values()]
+        targets += [brats2021_file(out_dir, patient, suffix)
+                    for suffix in BRATS2021_SUFFIXES.values()]
     return targets
 
 

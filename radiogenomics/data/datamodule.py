@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import inspect
 import logging
 import numbers
 import os
@@ -20,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from radiogenomics.data.augment import AugmentConfig, augmentation
 from radiogenomics.data.cache import PreprocessCache
 from radiogenomics.data.case import SEQUENCES, Case, canonical_sequence
-from radiogenomics.data.cohorts import COHORTS, load_cohort, require_label
+from radiogenomics.data.cohorts import load_cohort, require_label
 from radiogenomics.data.splits import load_or_create_splits
 from radiogenomics.data.transforms import PreprocessConfig
 from radiogenomics.errors import CohortError, ConfigError, Failure
@@ -242,11 +241,9 @@ class MRIDataModule(pl.LightningDataModule):
 
     def _cohort(self, split: str) -> list[Case]:
         # on_error=skip also skips (and reports) patients with missing folders or labels
-        options = {"on_missing": self.on_error, **self.cohort_options}
-        loader = COHORTS.get(self.layout)
-        if loader is not None and "sequences" in inspect.signature(loader).parameters:
-            # only the series the model reads must exist (a T1wCE model needs no FLAIR folder)
-            options.setdefault("sequences", list(self.sequences))
+        # only the series the model reads must exist (a T1wCE model needs no FLAIR folder)
+        options = {"on_missing": self.on_error, "sequences": list(self.sequences),
+                   **self.cohort_options}
         cohort = load_cohort(self.layout, self.root, split=split, **options)
         self.skipped += cohort.skipped
         return list(cohort.cases)

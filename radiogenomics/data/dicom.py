@@ -16,6 +16,7 @@ dominant one. A series whose slice positions repeat is a multi-volume (4D) serie
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import re
@@ -24,6 +25,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -429,8 +431,19 @@ def _decode(ds: Dataset, path: Path, patient: str | None, syntax: str) -> np.nda
             raise
         raise DicomError(
             f"cannot decode pixel data ({error})", patient=patient, path=path,
-            hint="the file is probably truncated or corrupt, or needs a missing decoder plugin",
+            hint=_decoder_hint(str(error)),
         ) from error
+
+
+def _decoder_hint(message: str) -> str:
+    """What to do when no decoder could decode a file: install the opt-in GPL JPEG decoder
+    when every installed one refused the syntax (12-bit JPEG Extended), else check the file."""
+    unsupported = "does not support" in message or "No plugins" in message
+    if unsupported and importlib.util.find_spec("libjpeg") is None:
+        return ("no installed decoder supports this encoding (the permissive ones, GDCM and "
+                "Pillow, do not decode 12-bit JPEG Extended): pip install "
+                "'radiogenomics[libjpeg]' for the GPL-3.0 libjpeg decoder")
+    return "the file is probably truncated or corrupt, or needs a missing decoder plugin"
 
 
 def _philips_scale(ds: Dataset, index: int) -> float | None:
@@ -689,24 +702,13 @@ def read_dicom_series(
     return volumes
 
 
-def read_dicom(
-    path: str | Path,
-    patient: str | None = None,
-    *,
-    skip_invalid_files: bool = False,
-    gap_tolerance: float = 0.05,
-    workers: int = 1,
-    philips_precise: bool = False,
-) -> Volume:
+def read_dicom(path: str | Path, patient: str | None = None, **options: Any) -> Volume:
     """Read a 3D DICOM series (folder, single- or multi-frame file, mosaic) as a RAS+ Volume.
 
     A multi-volume (4D) series raises DicomError saying what it holds: training takes one 3D
-    volume per sequence. Options as in `read_dicom_series`.
+    volume per sequence. `options` (keyword-only) as in `read_dicom_series`.
     """
-    volumes = read_dicom_series(
-        path, patient, skip_invalid_files=skip_invalid_files, gap_tolerance=gap_tolerance,
-        workers=workers, philips_precise=philips_precise,
-    )
+    volumes = read_dicom_series(path, patient, **options)
     if len(volumes) > 1:
         raise DicomError(
             f"{volumes[0].meta['series_layout']}; a 3D volume is needed here",

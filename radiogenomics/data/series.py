@@ -9,12 +9,8 @@ patient, a few normalised slices of every series.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,7 +22,7 @@ from monai.transforms import NormalizeIntensity, Resize
 from torch.utils.data import Dataset
 
 from radiogenomics.data.augment import augmentation
-from radiogenomics.data.cache import PrepareReport, fill_cache, fingerprint
+from radiogenomics.data.cache import CaseCache
 from radiogenomics.data.case import SEQUENCES, Case
 from radiogenomics.data.datamodule import MRIDataModule
 from radiogenomics.data.readers import load_volume
@@ -115,7 +111,7 @@ def series_examples(volume: Volume, sequence: str, slicing: SeriesSlicing
     return slices, [SEQUENCE_CLASSES.index(sequence)] * len(slices), plane_labels
 
 
-class SeriesCache:
+class SeriesCache(CaseCache):
     """Per patient, the labelled slices of every series, stored under ``root``.
 
     An entry ``<id>-<key>/`` holds ``slices.npy`` (n, 1, h, w) and ``labels.json``; the
@@ -123,34 +119,30 @@ class SeriesCache:
     read is left out with a warning; a patient with no usable series fails.
     """
 
+    VERSION = _CACHE_VERSION
+    DESCRIPTION = "cutting series"
+
     def __init__(self, root: str | Path, slicing: SeriesSlicing, sequences: Sequence[str]
                  ) -> None:
-        self.root = Path(root)
+        super().__init__(root)
         self.slicing = slicing
         self.sequences = tuple(sequences)
 
     def sources(self, case: Case) -> dict[str, str]:
         return {s: case["images"][s] for s in self.sequences if s in case["images"]}
 
-    def entry(self, case: Case) -> Path:
-        payload = {"version": _CACHE_VERSION, "slicing": asdict(self.slicing),
-                   "sources": {k: fingerprint(v) for k, v in self.sources(case).items()}}
-        key = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
-        return self.root / f"{case['id']}-{key}"
+    def key_fields(self, case: Case) -> dict[str, Any]:
+        return {"slicing": asdict(self.slicing)}
 
-    @staticmethod
-    def ready(entry: Path) -> bool:
+    def ready(self, entry: Path) -> bool:
         """Whether the entry folder is complete (renamed into place with its labels)."""
         return (entry / "labels.json").exists()
 
-    def has(self, case: Case) -> bool:
-        return self.ready(self.entry(case))
-
-    def load(self, case: Case) -> dict[str, Any]:
+    def _read(self, entry: Path, mmap: bool = True) -> dict[str, Any]:
         """``slices`` (memory-mapped) and the per-slice ``sequence``, ``plane``, ``series``."""
-        entry = self.entry(case)
         labels = json.loads((entry / "labels.json").read_text())
-        return {"slices": np.load(entry / "slices.npy", mmap_mode="r"), **labels}
+        return {"slices": np.load(entry / "slices.npy", mmap_mode="r" if mmap else None),
+                **labels}
 
     def compute(self, case: Case) -> dict[str, Any]:
         slices, labels = [], {"sequence": [], "plane": [], "series": []}
@@ -173,30 +165,10 @@ class SeriesCache:
             log.warning("patient %s: series left out: %s", case["id"], problem)
         return {"slices": np.concatenate(slices).astype(np.float16), **labels}
 
-    def write(self, case: Case, result: dict[str, Any], entry: Path | None = None) -> None:
-        """Store one patient's entry atomically (temporary folder renamed into place) at
-        `entry` (default: the case's entry now)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        final = entry or self.entry(case)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{case['id']}-", dir=self.root))
-        try:
-            np.save(tmp / "slices.npy", result.pop("slices"))
-            (tmp / "labels.json").write_text(json.dumps(result))
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-
-    def prepare(self, cases: list[Case], workers: int = 0, progress: bool = True
-                ) -> PrepareReport:
-        """Fill the cache for every case, in ``workers`` processes (0: in this process)."""
-        return fill_cache(cases, self.entry, self.ready, self.build, workers, progress,
-                          "cutting series")
-
-    def build(self, case: Case, entry: Path) -> None:
-        """Compute one patient's slices and store them at `entry`."""
-        self.write(case, self.compute(case), entry)
+    def _save(self, folder: Path, case: Case, result: dict[str, Any]) -> None:
+        labels = {k: v for k, v in result.items() if k != "slices"}
+        np.save(folder / "slices.npy", result["slices"])
+        (folder / "labels.json").write_text(json.dumps(labels))
 
 
 class SeriesSliceDataset(Dataset):

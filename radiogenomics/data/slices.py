@@ -3,12 +3,17 @@
 The cohort, the patient-level split and the preprocessing cache are those of
 `MRIDataModule`; only the items differ: ``slices_per_case`` slices of each patient in one
 ``plane``, chosen by ``selection``. Every item carries its patient ``id`` so that a model
-can aggregate slice outputs into one prediction per patient.
+can aggregate slice outputs into one prediction per patient. ``split_unit="slice"`` splits
+the slices rather than the patients (the protocol of some published work, which inflates
+scores): it is logged as a warning and `radiogenomics audit` fails it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,12 +25,16 @@ from radiogenomics.data.cache import PreprocessCache
 from radiogenomics.data.case import Case
 from radiogenomics.data.cohorts import require_label
 from radiogenomics.data.datamodule import SEGMENTATION_TARGET, MRIDataModule
-from radiogenomics.errors import LabelError
+from radiogenomics.errors import ConfigError, LabelError
+
+log = logging.getLogger(__name__)
 
 PLANE_AXIS: dict[str, int] = {"sagittal": 0, "coronal": 1, "axial": 2}
 """Spatial axis (RAS voxel order) that a slice of each plane is cut across."""
 
 SELECTIONS: tuple[str, ...] = ("central", "brain_area", "tumour")
+SPLIT_UNITS: tuple[str, ...] = ("patient", "slice")
+"""What the train/validation split assigns: whole patients, or single slices."""
 
 
 def cut(array: np.ndarray, plane: str, index: int) -> np.ndarray:
@@ -60,15 +69,24 @@ def select_slices(image: np.ndarray, seg: np.ndarray | None, plane: str, count: 
     return sorted(int(i) for i in order[:count])
 
 
+def chosen_slices(cache: PreprocessCache, case: Case, plane: str, count: int,
+                  selection: str) -> list[int]:
+    """`select_slices` of a case's cached volume."""
+    arrays = cache.load(case)
+    return select_slices(arrays["image"], arrays.get("seg"), plane, count, selection)
+
+
 class SliceDataset(Dataset):
     """The selected slices of each case, served from the preprocessing cache.
 
     Items: ``{"image": (C, h, w) float, "id", "slice"}`` plus ``"label"`` for a case-level
-    target or ``"seg": (1, h, w) int64`` for the ``seg`` target.
+    target or ``"seg": (1, h, w) int64`` for the ``seg`` target. ``slices`` (patient id ->
+    slice indices) serves those slices of the patients it names instead of selecting them.
     """
 
     def __init__(self, cases: list[Case], cache: PreprocessCache, target: str | None,
-                 plane: str, slices_per_case: int, selection: str, transform: Any = None) -> None:
+                 plane: str, slices_per_case: int, selection: str, transform: Any = None,
+                 slices: Mapping[str, Sequence[int]] | None = None) -> None:
         self.cases = cases
         self.cache = cache
         self.target = target
@@ -76,9 +94,9 @@ class SliceDataset(Dataset):
         self.transform = transform
         self.index: list[tuple[int, int]] = []
         for number, case in enumerate(cases):
-            arrays = cache.load(case)
-            chosen = select_slices(arrays["image"], arrays.get("seg"), plane, slices_per_case,
-                                   selection)
+            chosen = (slices or {}).get(case["id"])
+            if chosen is None:
+                chosen = chosen_slices(cache, case, plane, slices_per_case, selection)
             self.index += [(number, position) for position in chosen]
 
     def __len__(self) -> int:
@@ -114,12 +132,22 @@ class SliceDataModule(MRIDataModule):
     size (axial slices of ``[128, 128, 64]`` are 128x128). ``plane`` is ``axial``,
     ``coronal`` or ``sagittal``; ``selection`` is ``central``, ``brain_area`` or ``tumour``
     (the latter needs tumour masks, e.g. data=synthetic or data=brats, and uses them to
-    choose the slices of validation and test patients too). Splits stay by patient.
+    choose the slices of validation and test patients too). ``split_unit`` is ``patient``
+    (the patient-level split of every cohort) or ``slice``: the selected slices of the fold's
+    patients are shuffled (``split_seed``) and one in ``n_folds`` validated, so slices of one
+    patient are on both sides; held-out test patients (``test_split=test``) stay held out.
     """
 
     def __init__(self, *args: Any, plane: str = "axial", slices_per_case: int = 16,
-                 selection: str = "brain_area", **kwargs: Any) -> None:
+                 selection: str = "brain_area", split_unit: str = "patient",
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if split_unit not in SPLIT_UNITS:
+            raise ConfigError(f"must be one of {list(SPLIT_UNITS)}, not {split_unit!r}",
+                              key="data.split_unit")
+        self.split_unit = split_unit
+        self.slice_split: dict[str, dict[str, list[int]]] | None = None
+        """With ``split_unit=slice``: part (train, val) -> patient id -> its slices there."""
         if plane not in PLANE_AXIS:
             raise ValueError(f"data.plane must be one of {list(PLANE_AXIS)}, not {plane!r}")
         if selection not in SELECTIONS:
@@ -150,9 +178,52 @@ class SliceDataModule(MRIDataModule):
                 ) from error
         super().prepare_data()
 
+    def setup(self, stage: str | None = None) -> None:
+        """As `MRIDataModule.setup`; with ``split_unit=slice``, the slices are split next."""
+        fresh = not (self.train_cases or self.val_cases)
+        super().setup(stage)
+        if fresh and self.split_unit == "slice":
+            self._split_slices()
+
+    def _split_slices(self) -> None:
+        """Validate fold ``fold`` of the fold's patients' slices, shuffled by ``split_seed``."""
+        cases = sorted(self.train_cases + self.val_cases, key=lambda case: case["id"])
+        items = [(case["id"], position) for case in cases for position in chosen_slices(
+            self.cache, case, self.plane, self.slices_per_case, self.selection)]
+        order = np.random.default_rng(self.split_seed).permutation(len(items))
+        validated = set(np.array_split(order, self.n_folds)[self.fold].tolist())
+        split: dict[str, dict[str, list[int]]] = {"train": defaultdict(list),
+                                                  "val": defaultdict(list)}
+        for number, (patient, position) in enumerate(items):
+            split["val" if number in validated else "train"][patient].append(position)
+        self.slice_split = {part: dict(patients) for part, patients in split.items()}
+        self.train_cases = [c for c in cases if c["id"] in self.slice_split["train"]]
+        self.val_cases = [c for c in cases if c["id"] in self.slice_split["val"]]
+        if not self._has_test_split():
+            self.test_cases = list(self.val_cases)
+        both = len(set(self.slice_split["train"]) & set(self.slice_split["val"]))
+        log.warning(
+            "SLICE-LEVEL SPLIT (data.split_unit=slice): %d train and %d validation slices cut "
+            "at random from the same %d patients (%d with slices on both sides). Validation "
+            "and test scores of this run are inflated (by 30-55%% in Yagis et al., Sci Rep "
+            "2021) and say nothing about new patients -> data.split_unit=patient for a score "
+            "that does", len(items) - len(validated), len(validated), len(cases), both)
+
+    def part_items(self) -> dict[str, list[tuple[str, int]]]:
+        """The ``(patient, slice)`` items each part serves (``test`` when it is not ``val``)."""
+        parts = {"train": (self.train_cases, True), "val": (self.val_cases, False)}
+        if self._has_test_split():
+            parts["test"] = (self.test_cases, False)
+        items = {}
+        for part, (cases, train) in parts.items():
+            dataset = self._dataset(cases, train)
+            items[part] = [(cases[number]["id"], position) for number, position in dataset.index]
+        return items
+
     def _dataset(self, cases: list[Case], train: bool) -> SliceDataset:
         transform = None
         if train:
             transform = augmentation(self.augment, with_seg=self.target == SEGMENTATION_TARGET)
+        slices = self.slice_split["train" if train else "val"] if self.slice_split else None
         return SliceDataset(cases, self.cache, self.target, self.plane, self.slices_per_case,
-                            self.selection, transform)
+                            self.selection, transform, slices)

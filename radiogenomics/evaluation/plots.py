@@ -64,12 +64,28 @@ def plot_confusion(
 
 def plot_calibration(
     y: np.ndarray, p: np.ndarray, path: str | Path, n_bins: int = 10,
-    title: str = "Calibration",
+    title: str = "Calibration", ece: ConfidenceInterval | None = None,
 ) -> Path:
-    """Reliability curve: observed positive fraction against mean predicted probability."""
-    figure, ax = plt.subplots(figsize=(4.5, 4.5))
-    CalibrationDisplay.from_predictions(y, p, n_bins=n_bins, ax=ax, name="model")
-    ax.set_title(title)
+    """Reliability diagram (observed positive fraction against mean predicted probability in
+    `n_bins` equal-width bins; the ECE and its CI in the legend) above a histogram of the
+    predictions of each class."""
+    y = np.asarray(y).astype(int)
+    p = np.asarray(p, dtype=float)
+    figure, (curve, counts) = plt.subplots(2, 1, figsize=(4.5, 5.8), sharex=True,
+                                           gridspec_kw={"height_ratios": [3, 1]})
+    name = "model" if ece is None else (f"model (ECE {ece.estimate:.3f}, 95% CI "
+                                        f"{ece.low:.3f}-{ece.high:.3f})")
+    CalibrationDisplay.from_predictions(y, p, n_bins=n_bins, ax=curve, name=name)
+    curve.legend(loc="upper left", fontsize="small")
+    curve.set_xlabel("")
+    curve.set_ylabel("observed positive fraction")
+    curve.set_title(title)
+    counts.hist([p[y == 0], p[y == 1]], bins=np.linspace(0, 1, n_bins + 1), stacked=True,
+                color=["tab:blue", "tab:orange"], label=["negative", "positive"],
+                edgecolor="white")
+    counts.set_xlabel("predicted probability")
+    counts.set_ylabel("patients")
+    counts.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
     return _save(figure, path)
 
 

@@ -12,7 +12,8 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
 from radiogenomics.evaluation import plots
-from radiogenomics.evaluation.bootstrap import ConfidenceInterval, bootstrap_auc_ci
+from radiogenomics.evaluation.bootstrap import ConfidenceInterval
+from radiogenomics.evaluation.statistics import ECE_BINS, binary_statistics, delong_test
 
 
 @dataclass
@@ -24,11 +25,23 @@ class EvaluationReport:
     markdown: Path | None = None
 
 
+@dataclass(frozen=True)
+class ModelComparison:
+    """A second model's predictions of the report's patients, for DeLong's paired test."""
+
+    name: str
+    probabilities: np.ndarray
+    """(N,): its positive-class probability of each patient of the report; NaN where it has
+    none (a patient it could not read)."""
+
+
 def classification_metrics(
     y: np.ndarray, probabilities: np.ndarray, threshold: float = 0.5,
     n_bootstrap: int = 1000, seed: int = 0,
 ) -> dict[str, float]:
-    """AUC (with a bootstrap 95% CI when binary), accuracy and F1 of patient predictions.
+    """AUC, accuracy and F1 of patient predictions; for a binary target with both classes also
+    the AUC's bootstrap and DeLong 95% CIs and p-value against chance, the Brier score and the
+    ECE with their bootstrap CIs (`statistics.BinaryStatistics.metrics` names them).
 
     `probabilities` is (N, 1) for a binary target (positive class) or (N, K) for K classes;
     binary decisions use `threshold`, multiclass ones the most probable class (macro F1 and
@@ -42,8 +55,7 @@ def classification_metrics(
         predicted = (p >= threshold).astype(int)
         metrics["n_positive"] = float(y.sum())
         if len(np.unique(y)) == 2:
-            auc = bootstrap_auc_ci(y, p, n=n_bootstrap, seed=seed)
-            metrics.update(auc=auc.estimate, auc_low=auc.low, auc_high=auc.high)
+            metrics.update(binary_statistics(y, p, n_bootstrap, seed).metrics())
         else:
             metrics["auc"] = float("nan")
         metrics["f1"] = float(f1_score(y, predicted, zero_division=0.0))
@@ -59,6 +71,20 @@ def classification_metrics(
     return metrics
 
 
+def comparison_metrics(y: np.ndarray, p: np.ndarray, other: ModelComparison) -> dict[str, float]:
+    """DeLong's paired test of the AUC of `p` against `other`'s, on the patients both predicted
+    (``delong_*``); empty when those lack two patients of each class."""
+    both = np.isfinite(other.probabilities)
+    try:
+        test = delong_test(y[both], p[both], other.probabilities[both])
+    except ValueError:
+        return {}
+    return {"delong_n": float(both.sum()), "delong_auc_this": test.auc_a,
+            "delong_auc_other": test.auc_b, "delong_difference": test.difference,
+            "delong_difference_low": test.low, "delong_difference_high": test.high,
+            "delong_z": test.z, "delong_p": test.p_value}
+
+
 def _draw(out_dir: Path, y: np.ndarray, probabilities: np.ndarray, target: str,
           threshold: float, metrics: dict[str, float]) -> dict[str, Path]:
     """The figures that the labels allow: ROC and calibration need both binary classes."""
@@ -68,9 +94,10 @@ def _draw(out_dir: Path, y: np.ndarray, probabilities: np.ndarray, target: str,
         if "auc_low" in metrics:
             auc = ConfidenceInterval(metrics["auc"], metrics["auc_low"], metrics["auc_high"])
             figures["roc"] = plots.plot_roc(y, p, out_dir / "roc.png", auc, f"ROC - {target}")
+            ece = ConfidenceInterval(metrics["ece"], metrics["ece_low"], metrics["ece_high"])
             figures["calibration"] = plots.plot_calibration(
-                y, p, out_dir / "calibration.png", n_bins=min(10, max(2, y.size // 5)),
-                title=f"Calibration - {target}")
+                y, p, out_dir / "calibration.png", n_bins=ECE_BINS, title=f"Calibration - {target}",
+                ece=ece)
         names, predicted = [f"{target}=0", f"{target}=1"], (p >= threshold).astype(int)
     else:
         names = [f"{target}={k}" for k in range(probabilities.shape[1])]
@@ -85,20 +112,93 @@ def _format(value: float) -> str:
                                           else f"{value:.3f}")
 
 
+def _p_value(value: float) -> str:
+    return "< 0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def _interval(metrics: dict[str, float], name: str, low: str = "", high: str = "") -> str:
+    low, high = low or f"{name}_low", high or f"{name}_high"
+    return f"{metrics[name]:.3f} ({metrics[low]:.3f} to {metrics[high]:.3f})"
+
+
+_STATISTICS = ("auc", "brier", "ece", "delong_")
+"""Metric name prefixes that the statistics rows show (when the AUC has an interval)."""
+
+
+def _statistics_rows(metrics: dict[str, float]) -> list[str]:
+    rows = [f"| AUC (95% bootstrap CI) | {_interval(metrics, 'auc')} |"]
+    if np.isfinite(metrics["auc_delong_low"]):
+        rows.append(f"| AUC (95% DeLong CI) | "
+                    f"{_interval(metrics, 'auc', 'auc_delong_low', 'auc_delong_high')} |")
+    return rows + [
+        f"| p-value of AUC > 0.5 (one-sided Mann-Whitney U) | "
+        f"{_p_value(metrics['auc_p_vs_chance'])} |",
+        f"| Brier score (95% bootstrap CI) | {_interval(metrics, 'brier')} |",
+        f"| ECE, {ECE_BINS} bins (95% bootstrap CI) | {_interval(metrics, 'ece')} |",
+    ]
+
+
+def _comparison_lines(metrics: dict[str, float], other: ModelComparison) -> list[str]:
+    if "delong_p" not in metrics:
+        return ["", "## Comparison with another model", "",
+                f"`{other.name}`: no DeLong test, the patients both models predicted hold fewer "
+                "than two of a class."]
+    return [
+        "", "## Comparison with another model (DeLong's paired test)", "",
+        f"Other model: `{other.name}`; patients predicted by both: "
+        f"{metrics['delong_n']:.0f}.", "",
+        "| | value |", "|---|---|",
+        f"| AUC of this model | {metrics['delong_auc_this']:.3f} |",
+        f"| AUC of the other model | {metrics['delong_auc_other']:.3f} |",
+        f"| difference (95% CI) | "
+        f"{_interval(metrics, 'delong_difference')} |",
+        f"| z, two-sided p | {metrics['delong_z']:.2f}, {_p_value(metrics['delong_p'])} |",
+    ]
+
+
+def _methods(n_bootstrap: int, compared: bool, calibration: str | None) -> str:
+    """The Methods paragraph of a binary report: each statistic and its reference."""
+    text = (
+        "AUC: area under the ROC curve in its Mann-Whitney form (ties count one half). Its 95% "
+        f"bootstrap CI is the percentile interval of {n_bootstrap} stratified resamples "
+        "(positives and negatives resampled separately, so that every resample has both "
+        "classes; Efron & Tibshirani, An Introduction to the Bootstrap, 1993); its DeLong CI "
+        "is AUC ± 1.96 SE from the U-statistic variance of DeLong, DeLong & Clarke-Pearson "
+        "(Biometrics 1988;44:837-845), computed by the algorithm of Sun & Xu (IEEE Signal "
+        "Processing Letters 2014;21:1389-1393). The p-value against chance tests H0: AUC = 0.5 "
+        "against AUC > 0.5 by the one-sided Mann-Whitney U test (Mann & Whitney, Annals of "
+        "Mathematical Statistics 1947;18:50-60), whose U / (n1 n0) is the AUC (Hanley & McNeil, "
+        "Radiology 1982;143:29-36). Brier score: mean squared difference between probability "
+        "and label (Brier, Monthly Weather Review 1950;78:1-3). ECE: expected calibration "
+        f"error, the mean |predicted - observed| over {ECE_BINS} equal-width probability bins "
+        "weighted by their patient counts (Naeini, Cooper & Hauskrecht, AAAI 2015); Brier and "
+        "ECE intervals come from the same stratified bootstrap.")
+    if compared:
+        text += (" The comparison with another model is DeLong's two-sided test of two "
+                 "correlated AUCs (the same patients), with a Wald interval of the difference.")
+    if calibration:
+        text += f" {calibration}"
+    return text
+
+
 def _markdown(title: str, target: str, metrics: dict[str, float], figures: dict[str, Path],
-              notes: Sequence[str]) -> str:
+              notes: Sequence[str], n_bootstrap: int, comparison: ModelComparison | None,
+              calibration: str | None) -> str:
     lines = [f"# {title}", "", f"Target: `{target}`", ""]
     lines += [f"- {note}" for note in notes]
     lines += ["", "| metric | value |", "|---|---|"]
-    if "auc_low" in metrics:
-        lines.append(f"| AUC (95% bootstrap CI) | {metrics['auc']:.3f} "
-                     f"({metrics['auc_low']:.3f}-{metrics['auc_high']:.3f}) |")
-    shown = {k: v for k, v in metrics.items() if k not in ("auc_low", "auc_high")}
-    if "auc_low" in metrics:
-        shown.pop("auc")
-    lines += [f"| {name} | {_format(value)} |" for name, value in shown.items()]
+    statistics = "auc_low" in metrics
+    if statistics:
+        lines += _statistics_rows(metrics)
+    lines += [f"| {name} | {_format(value)} |" for name, value in metrics.items()
+              if not (statistics and name.startswith(_STATISTICS))]
+    if statistics and comparison is not None:
+        lines += _comparison_lines(metrics, comparison)
     lines.append("")
     lines += [f"![{name}]({path.name})" for name, path in figures.items()]
+    if statistics:
+        lines += ["", "## Methods", "", _methods(n_bootstrap, comparison is not None,
+                                                  calibration)]
     return "\n".join(lines) + "\n"
 
 
@@ -113,19 +213,27 @@ def write_classification_report(
     threshold: float = 0.5,
     n_bootstrap: int = 1000,
     seed: int = 0,
+    comparison: ModelComparison | None = None,
+    calibration: str | None = None,
 ) -> EvaluationReport:
     """Metrics, ROC / confusion / calibration figures and ``report.md`` in `out_dir`.
 
-    `notes` are bullet lines for the page (models used, patients left out, ...).
+    `notes` are bullet lines for the page (models used, patients left out, ...);
+    `comparison`: a second model of the same patients, tested against this one by DeLong's
+    test (binary targets); `calibration`: a sentence for the Methods saying how the
+    probabilities were calibrated.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     y = np.asarray(y).astype(int)
     probabilities = np.asarray(probabilities, dtype=float).reshape(len(y), -1)
     metrics = classification_metrics(y, probabilities, threshold, n_bootstrap, seed)
+    if comparison is not None and "auc_low" in metrics:
+        metrics.update(comparison_metrics(y, probabilities[:, 0], comparison))
     figures = _draw(out_dir, y, probabilities, target, threshold, metrics)
     markdown = out_dir / "report.md"
-    markdown.write_text(_markdown(title, target, metrics, figures, notes))
+    markdown.write_text(_markdown(title, target, metrics, figures, notes, n_bootstrap,
+                                  comparison, calibration))
     return EvaluationReport(metrics, figures, markdown)
 
 
@@ -139,7 +247,7 @@ def write_segmentation_report(
     """Mean and SD over patients of each score, a per-patient table and a Dice box plot.
 
     `scores` maps a patient id to its scores (``dice_et``, ..., ``hd95``) as returned by
-    `evaluation.segmentation.segmentation_scores`. Writes ``report.md`` in `out_dir`.
+    `evaluation.segmentation_scores.segmentation_scores`. Writes ``report.md`` in `out_dir`.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

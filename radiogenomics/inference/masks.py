@@ -24,7 +24,7 @@ from radiogenomics.data.labels import from_internal
 from radiogenomics.data.nifti import write_nifti
 from radiogenomics.data.transforms import PreprocessConfig
 from radiogenomics.data.volume import Volume
-from radiogenomics.evaluation.segmentation import region_volumes
+from radiogenomics.evaluation.segmentation_scores import region_volumes
 from radiogenomics.inference.preprocess import CasePreprocessor, PreparedCase
 from radiogenomics.interpret.uncertainty import VoxelUncertainty
 from radiogenomics.models.segmenter import SegmentationModule

@@ -2,8 +2,10 @@
 
 `predict_cohort` loads the model(s) that ``ckpt_path`` names with their training config,
 reads the cohort, and hands classifiers to `classify` (submission.csv, predictions.csv,
-maps, uncertainty.csv, report) and segmenters to `segment` (masks, segmentations.csv,
-voxel-wise uncertainty maps and uncertainty.csv, Dice report); both write errors.csv.
+maps, uncertainty.csv, report; probabilities calibrated by the multirun's calibration.json,
+and a DeLong comparison with the model(s) of ``compare_ckpt_path``, when there are) and
+segmenters to `segment` (masks, segmentations.csv, voxel-wise uncertainty maps and
+uncertainty.csv, Dice report); both write errors.csv.
 Every patient of the cohort has a row, even when none could be read: the caller exits with
 `EXIT_PATIENTS_FAILED` when any failed.
 """
@@ -14,21 +16,24 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from omegaconf import DictConfig
 
 from radiogenomics import config as rc
-from radiogenomics.data.cohorts import Cohort
+from radiogenomics.audit.checks import Verdict, check_unseen
+from radiogenomics.audit.subject import recorded_partitions
+from radiogenomics.data.cohorts import Cohort, prediction_cohort
 from radiogenomics.errors import Failure, RadiogenomicsError
+from radiogenomics.evaluation.calibration import CALIBRATION_FILE, DESCRIPTIONS, load_calibrator
 from radiogenomics.evaluation.report import (
     EvaluationReport,
+    ModelComparison,
     log_report,
     write_classification_report,
     write_segmentation_report,
 )
 from radiogenomics.inference import outputs
-from radiogenomics.inference.cohort import prediction_cohort
-from radiogenomics.inference.models import TrainedModel, load_models
 from radiogenomics.inference.runner import (
     CohortPrediction,
     CohortPredictor,
@@ -36,6 +41,7 @@ from radiogenomics.inference.runner import (
     resolve_device,
 )
 from radiogenomics.inference.segmentation import CohortSegmentation, CohortSegmenter
+from radiogenomics.inference.trained_models import TrainedModel, load_models
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +78,7 @@ def classify(cfg: DictConfig, models: list[TrainedModel], cohort: Cohort, out_di
     for pid in outputs.reject_non_finite(result, cfg.fallback):
         log.warning("patient %s: the model's output is not finite: fallback %s written",
                     pid, cfg.fallback)
+    calibration = _calibrate(cfg, result)
     outputs.write_submission(result, out_dir / "submission.csv")
     outputs.write_predictions(result, out_dir / "predictions.csv")
     if uncertainty is not None:
@@ -81,10 +88,56 @@ def classify(cfg: DictConfig, models: list[TrainedModel], cohort: Cohort, out_di
     ids, y, probabilities = labelled(result)
     if not (cfg.report and ids):
         return result, None
+    notes = _notes(cohort, models, len(ids), result.failures)
+    if calibration:
+        notes.append(f"probabilities calibrated: {calibration}")
+    comparison = (_comparison(cfg, cohort, ids, result.target, device)
+                  if cfg.get("compare_ckpt_path") else None)
     return result, write_classification_report(
         out_dir, y, probabilities, result.target, title=f"{result.target} predictions",
-        notes=_notes(cohort, models, len(ids), result.failures),
-        n_bootstrap=cfg.bootstrap, seed=cfg.seed)
+        notes=notes, n_bootstrap=cfg.bootstrap, seed=cfg.seed, comparison=comparison,
+        calibration=calibration and (
+            f"Probabilities were calibrated by {calibration}, fitted on the out-of-fold "
+            "predictions of the cross-validation and applied to the mean of its fold models; "
+            "every statistic above is of the calibrated probabilities."))
+
+
+def _calibrate(cfg: DictConfig, result: CohortPrediction) -> str | None:
+    """Apply a multirun's calibrator (``<ckpt_path>/calibration.json``, see `cv.calibrate_sweep`)
+    to the ensemble's probabilities, unless ``calibrate=false``; what was applied, for the
+    report. Failed patients keep the fallback value, members their raw probabilities."""
+    path = Path(cfg.ckpt_path) / CALIBRATION_FILE
+    if not (cfg.get("calibrate", True) and path.is_file()):
+        return None
+    calibrator = load_calibrator(path)
+    if any(p.probabilities.size != 1 for p in result.patients):
+        raise RadiogenomicsError(f"{path} calibrates binary probabilities; {result.target} has "
+                                 "several classes -> predict with calibrate=false")
+    for patient in result.patients:
+        if not patient.failed:
+            patient.probabilities = calibrator.apply(patient.probabilities)
+    log.info("probabilities calibrated by %s (%s)", calibrator.method, path)
+    return f"{DESCRIPTIONS[calibrator.method]} ({path})"
+
+
+def _comparison(cfg: DictConfig, cohort: Cohort, ids: list[str], target: str,
+                device: torch.device) -> ModelComparison:
+    """The model(s) of ``compare_ckpt_path`` predict the same cohort: their probabilities of
+    the labelled patients `ids` (NaN for a patient they could not predict)."""
+    models = load_models(cfg.compare_ckpt_path, cfg.checkpoint, device)
+    if models[0].target != target:
+        raise RadiogenomicsError(f"compare_ckpt_path={cfg.compare_ckpt_path} predicts "
+                                 f"{models[0].target}, ckpt_path predicts {target} -> compare "
+                                 "models of one target")
+    other = CohortPredictor(models, fallback=cfg.fallback, device=device).predict(cohort)
+    outputs.reject_non_finite(other, cfg.fallback)
+    other_ids, _, probabilities = labelled(other)
+    if probabilities.shape[1] != 1:
+        raise RadiogenomicsError("compare_ckpt_path= compares binary classifiers (DeLong's "
+                                 f"test of two AUCs); {target} has several classes")
+    by_id = dict(zip(other_ids, probabilities[:, 0]))
+    return ModelComparison(str(cfg.compare_ckpt_path),
+                           np.array([by_id.get(pid, np.nan) for pid in ids], dtype=float))
 
 
 def segment(cfg: DictConfig, models: list[TrainedModel], cohort: Cohort,
@@ -114,7 +167,18 @@ def _notes(cohort: Cohort, models: list[TrainedModel], evaluated: int,
     if failures:
         notes.append(f"left out: {len({f.patient for f in failures})} patient(s) that could "
                      "not be read (errors.csv)")
-    return notes
+    return notes + [f"leakage audit: {unseen_patients(cohort, models).line()}"]
+
+
+def unseen_patients(cohort: Cohort, models: list[TrainedModel]) -> Verdict:
+    """Whether the run(s) trained or validated on patients of the cohort (by id, from their
+    splits.json): such predictions are no test of the model."""
+    trained_on = sorted({str(m.config.data.get("root")) for m in models})
+    inside = any(Path(cohort.root).resolve().is_relative_to(Path(root).resolve())
+                 for root in trained_on)
+    elsewhere = "" if inside else (f" (ids only: the run(s) trained on {', '.join(trained_on)}"
+                                   f", not {cohort.root}: the ids may merely coincide)")
+    return check_unseen(cohort.ids, recorded_partitions([m.run_dir for m in models]), elsewhere)
 
 
 def predict_cohort(cfg: DictConfig) -> tuple[Result, EvaluationReport | None]:
@@ -139,6 +203,8 @@ def predict_cohort(cfg: DictConfig) -> tuple[Result, EvaluationReport | None]:
     if not cohort.cases:
         log.error("none of the %d patient(s) of %s can be read: each gets the fallback row",
                   len(cohort.skipped), cohort.root)
+    unseen = unseen_patients(cohort, models)
+    (log.warning if unseen.failed else log.info)("%s", unseen.line())
     if models[0].is_segmenter:
         result, report = segment(cfg, models, cohort, out_dir)
     else:

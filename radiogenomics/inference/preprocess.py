@@ -10,9 +10,9 @@ import torch
 from monai import transforms as mt
 from monai.data import MetaTensor
 
+from radiogenomics.data.cache import case_sources, run_preprocessing
 from radiogenomics.data.case import Case
 from radiogenomics.data.transforms import PreprocessConfig, preprocessing
-from radiogenomics.errors import DataError
 
 
 @dataclass
@@ -31,7 +31,8 @@ class PreparedCase:
 class CasePreprocessor:
     """Run the deterministic training pipeline on the images of cases, one at a time.
 
-    No cache is involved, and masks are not read: `config` must have ``with_seg=False``.
+    The cache's own source and pipeline functions, without the cache; masks are not read:
+    `config` must have ``with_seg=False``.
     """
 
     def __init__(self, config: PreprocessConfig) -> None:
@@ -43,22 +44,9 @@ class CasePreprocessor:
 
     def __call__(self, case: Case) -> PreparedCase:
         """Preprocess a case; a DataError names the patient and series that cannot be used."""
-        images = case["images"]
-        missing = [s for s in self.config.sequences if s not in images]
-        if missing:
-            raise DataError(f"sequence(s) {', '.join(missing)} missing (has {sorted(images)})",
-                            patient=case["id"], hint="the model needs every sequence it was "
-                                                      "trained on: add the series")
-        sample = {"id": case["id"], **{s: images[s] for s in self.config.sequences}}
-        try:
-            result = self.pipeline(sample)
-        except DataError:
-            raise
-        except Exception as err:  # MONAI wraps the errors of inner transforms
-            if isinstance(err.__cause__, DataError):
-                raise err.__cause__ from err
-            raise DataError(f"preprocessing failed: {err}", patient=case["id"],
-                            hint="check the series of this patient") from err
+        sources = case_sources(case, self.config, hint="the model needs every sequence it "
+                                                        "was trained on: add the series")
+        result = run_preprocessing(self.pipeline, case, sources)
         image = result["image"]
         # the cache stores config.dtype: round through it so inputs match training exactly
         tensor = image.as_tensor().to(getattr(torch, self.config.dtype)).float()

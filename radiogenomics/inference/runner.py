@@ -22,8 +22,8 @@ from radiogenomics.data.cohorts import Cohort
 from radiogenomics.data.nifti import write_nifti
 from radiogenomics.errors import DataError, Failure, RadiogenomicsError
 from radiogenomics.evaluation.plots import plot_overlay
-from radiogenomics.inference.models import TrainedModel
 from radiogenomics.inference.preprocess import CasePreprocessor, PreparedCase
+from radiogenomics.inference.trained_models import TrainedModel
 from radiogenomics.interpret.uncertainty import UncertaintySummary, summarise
 
 log = logging.getLogger(__name__)

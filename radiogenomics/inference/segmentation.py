@@ -28,7 +28,7 @@ from radiogenomics.data.labels import INTERNAL_CLASSES, REGIONS, to_internal
 from radiogenomics.data.readers import load_volume
 from radiogenomics.data.volume import Volume
 from radiogenomics.errors import DataError, Failure, RadiogenomicsError
-from radiogenomics.evaluation.segmentation import region_volumes, segmentation_scores
+from radiogenomics.evaluation.segmentation_scores import region_volumes, segmentation_scores
 from radiogenomics.inference.masks import (
     batch_probabilities,
     mask_on_input_grid,
@@ -36,9 +36,9 @@ from radiogenomics.inference.masks import (
     write_mask,
     write_uncertainty_maps,
 )
-from radiogenomics.inference.models import TrainedModel
 from radiogenomics.inference.preprocess import CasePreprocessor, PreparedCase
 from radiogenomics.inference.runner import UncertaintyEstimator, failure_of
+from radiogenomics.inference.trained_models import TrainedModel
 from radiogenomics.interpret.uncertainty import VoxelStatistics
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from torch import nn
 
 from radiogenomics.errors import RadiogenomicsError
 from radiogenomics.interpret.gradcam import normalise_map
-from radiogenomics.interpret.volume import from_slices, to_slices
+from radiogenomics.interpret.slice_batch import from_slices, to_slices
 
 
 class AttentionExplainer:

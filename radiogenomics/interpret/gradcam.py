@@ -11,7 +11,7 @@ from monai.visualize import GradCAM
 from torch import nn
 
 from radiogenomics.errors import RadiogenomicsError
-from radiogenomics.interpret.volume import from_slices, to_slices
+from radiogenomics.interpret.slice_batch import from_slices, to_slices
 
 
 def normalise_map(heatmap: torch.Tensor) -> torch.Tensor:

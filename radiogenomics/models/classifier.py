@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
 from monai.losses import FocalLoss
 from torch import nn
-from torchmetrics import MaxMetric, MeanMetric, MetricCollection
+from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import (
     BinaryAccuracy,
     BinaryAUROC,
@@ -19,9 +18,8 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
-from radiogenomics.models.memory_format import channels_last_input, channels_last_net
+from radiogenomics.models.base import SPLITS, TrainableModule
 
-SPLITS = ("train", "val", "test")
 LOSSES = ("bce", "focal")
 
 
@@ -41,7 +39,7 @@ class ClassifierFocalLoss(nn.Module):
         return self.loss(logits.reshape(len(logits), -1), target.reshape(len(target), 1))
 
 
-class ClassificationModule(pl.LightningModule):
+class ClassificationModule(TrainableModule):
     """Train an injected network on one case-level target.
 
     Binary targets (``num_classes=2``) use one logit with BCE-with-logits (``pos_weight``
@@ -49,6 +47,8 @@ class ClassificationModule(pl.LightningModule):
     uses the focal loss instead (``focal_gamma``; same weights). Logs ``{split}/loss``,
     ``{split}/auc``, ``{split}/acc``, ``{split}/f1`` and ``val/auc_best``.
     """
+
+    BEST = "val/auc"
 
     def __init__(
         self,
@@ -65,15 +65,9 @@ class ClassificationModule(pl.LightningModule):
         focal_gamma: float = 2.0,
         channels_last: bool = False,
     ) -> None:
-        super().__init__()
         if loss not in LOSSES:
             raise ValueError(f"model.loss must be one of {LOSSES}, not {loss!r}")
-        # optimizer/scheduler are callables: kept out of the checkpoint's hyper-parameters so
-        # that checkpoints load with torch.load(weights_only=True)
-        self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "scheduler"])
-        self.net = channels_last_net(net) if channels_last else net
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
+        super().__init__(net, optimizer, scheduler)
         self.binary = num_classes == 2
         if self.binary:
             weight = torch.tensor([pos_weight]) if pos_weight is not None else None
@@ -93,11 +87,6 @@ class ClassificationModule(pl.LightningModule):
         # ModuleDict keys cannot be "train" (nn.Module.train), hence the "_metrics" suffix
         self.metrics = nn.ModuleDict({f"{split}_metrics": MetricCollection(metrics).clone(
             prefix=f"{split}/") for split in SPLITS})
-        self.losses = nn.ModuleDict({f"{split}_loss": MeanMetric() for split in SPLITS})
-        self.val_auc_best = MaxMetric()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(channels_last_input(x) if self.hparams.channels_last else x)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Positive-class probability (binary) or class probabilities (multiclass)."""
@@ -112,10 +101,8 @@ class ClassificationModule(pl.LightningModule):
             loss = self.criterion(logits.squeeze(-1), target.float())
         else:
             loss = self.criterion(logits, target.long())
-        self.losses[f"{split}_loss"](loss.detach())
+        self._log_loss(split, loss, len(target))
         self._update_metrics(split, batch, self.probabilities(logits.detach()))
-        self.log(f"{split}/loss", self.losses[f"{split}_loss"], on_step=False, on_epoch=True,
-                 prog_bar=split != "test", batch_size=len(target))
         return loss
 
     def _update_metrics(self, split: str, batch: dict[str, Any],
@@ -123,50 +110,14 @@ class ClassificationModule(pl.LightningModule):
         """Accumulate one batch into the split's metrics."""
         self.metrics[f"{split}_metrics"].update(probabilities, batch["label"].long())
 
-    def on_train_start(self) -> None:
-        self.val_auc_best.reset()
-
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._step(batch, "val")
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._step(batch, "test")
-
     def _log_epoch(self, split: str) -> dict[str, torch.Tensor]:
         values = self.metrics[f"{split}_metrics"].compute()
         self.log_dict(values, prog_bar=split == "val")
         self.metrics[f"{split}_metrics"].reset()
         return values
 
-    def on_train_epoch_end(self) -> None:
-        # a run resumed from a checkpoint taken after an epoch's last batch trains no batch
-        # in that epoch: nothing to report (the interrupted run logged its batches)
-        if any(metric.update_called for metric in self.metrics["train_metrics"].values()):
-            self._log_epoch("train")
-
-    def on_validation_epoch_end(self) -> None:
-        values = self._log_epoch("val")
-        self.val_auc_best(values["val/auc"])
-        self.log("val/auc_best", self.val_auc_best.compute(), prog_bar=True)
-
-    def on_test_epoch_end(self) -> None:
-        self._log_epoch("test")
+    def _train_metrics(self) -> Iterable[Metric]:
+        return self.metrics["train_metrics"].values()
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         return {"id": list(batch["id"]), "probability": self.probabilities(self(batch["image"]))}
-
-    def setup(self, stage: str) -> None:
-        if self.hparams.compile and stage == "fit":
-            self.net = torch.compile(self.net)
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = self.optimizer_factory(params=self.trainer.model.parameters())
-        if self.scheduler_factory is None:
-            return {"optimizer": optimizer}
-        scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.monitor,
-                                 "interval": "epoch", "frequency": 1}}

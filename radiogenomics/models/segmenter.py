@@ -5,16 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
 from monai.inferers import sliding_window_inference
 from monai.losses import DiceCELoss, DiceFocalLoss, DiceLoss, FocalLoss
 from torch import nn
-from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics import MeanMetric
 
 from radiogenomics.data.labels import ED, ET, INTERNAL_CLASSES, NCR, REGIONS, regions
-from radiogenomics.evaluation.segmentation import SCORES, segmentation_scores
-from radiogenomics.models.memory_format import channels_last_input, channels_last_net
+from radiogenomics.evaluation.segmentation_scores import SCORES, segmentation_scores
+from radiogenomics.models.base import SPLITS, TrainableModule
 
 OUTPUTS: tuple[str, ...] = ("regions", "labels")
 """``regions``: one sigmoid channel per BraTS region (ET, TC, WT); ``labels``: softmax over
@@ -22,8 +21,6 @@ the four internal labels (background, NCR, ED, ET)."""
 
 LOSSES: tuple[str, ...] = ("dice_ce", "dice", "focal", "dice_focal")
 """Dice + cross-entropy, Dice, focal, Dice + focal (MONAI losses)."""
-
-SPLITS = ("train", "val", "test")
 
 
 def output_channels(output: str) -> int:
@@ -77,7 +74,7 @@ def labels_from_regions(channels: torch.Tensor) -> torch.Tensor:
     return labels
 
 
-class SegmentationModule(pl.LightningModule):
+class SegmentationModule(TrainableModule):
     """Train an injected segmentation net on ``seg`` batches of internal label maps.
 
     ``patch_size`` is the size of the training patches the datamodule crops: validation,
@@ -86,6 +83,8 @@ class SegmentationModule(pl.LightningModule):
     ``val|test/{dice_et,dice_tc,dice_wt,dice_ncr,dice_ed,dice,iou,hd95}`` (HD95 in voxels of
     the network's grid) and ``val/dice_best``.
     """
+
+    BEST = "val/dice"
 
     def __init__(
         self,
@@ -103,25 +102,15 @@ class SegmentationModule(pl.LightningModule):
         compile: bool = False,
         channels_last: bool = False,
     ) -> None:
-        super().__init__()
-        patch_size = tuple(int(n) for n in patch_size) if patch_size is not None else None
-        # optimizer/scheduler are callables: kept out of the checkpoint's hyper-parameters so
-        # that checkpoints load with torch.load(weights_only=True)
-        self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "scheduler"])
         if target != "seg":
             raise ValueError(f"a segmenter needs model.target=seg, not {target!r}")
-        self.net = channels_last_net(net) if channels_last else net
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
+        # a tuple in the hyper-parameters whatever sequence the config gave
+        patch_size = tuple(int(n) for n in patch_size) if patch_size is not None else None
+        super().__init__(net, optimizer, scheduler)
         self.channels = output_channels(output)
         self.criterion = segmentation_loss(loss, output)
-        self.losses = nn.ModuleDict({f"{split}_loss": MeanMetric() for split in SPLITS})
         self.scores = nn.ModuleDict({f"{split}_{name}": MeanMetric()
                                      for split in SPLITS[1:] for name in SCORES})
-        self.val_dice_best = MaxMetric()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(channels_last_input(x) if self.hparams.channels_last else x)
 
     def logits(self, image: torch.Tensor) -> torch.Tensor:
         """Logits of whole volumes: by sliding windows of the patch size when there is one."""
@@ -158,25 +147,14 @@ class SegmentationModule(pl.LightningModule):
                 f"the net gives {logits.shape[1]} channels but model.output="
                 f"{self.hparams.output} needs {self.channels}: set model.net.out_channels")
         loss = self.criterion(logits, self._target(seg))
-        self.losses[f"{split}_loss"](loss.detach())
-        self.log(f"{split}/loss", self.losses[f"{split}_loss"], on_step=False, on_epoch=True,
-                 prog_bar=split != "test", batch_size=len(image))
+        self._log_loss(split, loss, len(image))
         if split != "train":
             prediction = self.label_map(self.probabilities(logits.detach()))
             for name, values in segmentation_scores(prediction, seg).items():
                 self.scores[f"{split}_{name}"].update(values)
         return loss
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._step(batch, "val")
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._step(batch, "test")
-
-    def _log_scores(self, split: str) -> dict[str, torch.Tensor]:
+    def _log_epoch(self, split: str) -> dict[str, torch.Tensor]:
         values = {}
         for name in SCORES:
             metric = self.scores[f"{split}_{name}"]
@@ -185,31 +163,7 @@ class SegmentationModule(pl.LightningModule):
         self.log_dict(values)
         return values
 
-    def on_train_start(self) -> None:
-        self.val_dice_best.reset()
-
-    def on_validation_epoch_end(self) -> None:
-        values = self._log_scores("val")
-        self.val_dice_best(values["val/dice"])
-        self.log("val/dice_best", self.val_dice_best.compute(), prog_bar=True)
-
-    def on_test_epoch_end(self) -> None:
-        self._log_scores("test")
-
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         """Internal label maps (B, 1, ...) of the batch, on the preprocessed grid."""
         return {"id": list(batch["id"]),
                 "seg": self.label_map(self.probabilities(self.logits(batch["image"])))}
-
-    def setup(self, stage: str) -> None:
-        if self.hparams.compile and stage == "fit":
-            self.net = torch.compile(self.net)
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = self.optimizer_factory(params=self.trainer.model.parameters())
-        if self.scheduler_factory is None:
-            return {"optimizer": optimizer}
-        scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.monitor,
-                                 "interval": "epoch", "frequency": 1}}

@@ -16,7 +16,8 @@ from torchmetrics.functional.classification import (
 )
 
 from radiogenomics.evaluation.aggregation import PatientAggregation
-from radiogenomics.models.classifier import SPLITS, ClassificationModule
+from radiogenomics.models.base import SPLITS
+from radiogenomics.models.classifier import ClassificationModule
 
 EVALUATED = ("val", "test")
 
@@ -69,12 +70,8 @@ class SliceClassificationModule(ClassificationModule):
         self.log_dict(values, prog_bar=split == "val")
         return values
 
-    def on_validation_epoch_end(self) -> None:
-        self._log_epoch("val")
-        values = self._log_patients("val")
-        self.val_auc_best(values["val/auc"])
-        self.log("val/auc_best", self.val_auc_best.compute(), prog_bar=True)
-
-    def on_test_epoch_end(self) -> None:
-        self._log_epoch("test")
-        self._log_patients("test")
+    def _log_epoch(self, split: str) -> dict[str, torch.Tensor]:
+        values = super()._log_epoch(split)
+        if split in self.patients:
+            values.update(self._log_patients(split))
+        return values

@@ -26,7 +26,7 @@ from radiogenomics.data.case import Case
 from radiogenomics.data.labels import REGIONS
 from radiogenomics.data.readers import load_volume
 from radiogenomics.errors import DataError, LabelError
-from radiogenomics.evaluation.segmentation import region_volumes
+from radiogenomics.evaluation.segmentation_scores import region_volumes
 
 log = logging.getLogger(__name__)
 

@@ -11,6 +11,7 @@ images, multi-volume series.
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import warnings
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+from pydicom.data import get_testdata_file
 from pydicom.data.data_manager import external_data_sources
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, RawDataStorage
@@ -438,3 +440,23 @@ def test_skip_invalid_files_is_a_data_config_key():
 
     config = OmegaConf.load(Path(__file__).parents[2] / "conf" / "data" / "_volume.yaml")
     assert config.skip_invalid_files is False
+
+
+# ---------------------------------------------------------------------------- decoders
+HAS_LIBJPEG = importlib.util.find_spec("libjpeg") is not None
+
+
+@pytest.mark.parametrize("name", ["JPEG-LL.dcm", "JPGLosslessP14SV1_1s_1f_8b.dcm",
+                                  "MR_small_jpeg_ls_lossless.dcm", "MR_small_RLE.dcm",
+                                  "MR2_J2KR.dcm"])
+def test_default_install_decodes_lossless_jpeg_jpeg_ls_rle_and_jpeg_2000(name):
+    """The permissive decoders of the default install (GDCM, CharLS, OpenJPEG, RLE) cover
+    the encodings of scanner MR; the GPL libjpeg is not needed for them."""
+    frames = read_frames(Path(get_testdata_file(name)))
+    assert frames and all(np.isfinite(f.pixels).all() for f in frames)
+
+
+@pytest.mark.skipif(HAS_LIBJPEG, reason="the opt-in libjpeg decoder is installed here")
+def test_12_bit_jpeg_extended_without_libjpeg_names_the_extra_to_install():
+    with pytest.raises(DicomError, match=r"radiogenomics\[libjpeg\]"):
+        read_dicom(Path(get_testdata_file("JPGExtended.dcm")), patient="00001")

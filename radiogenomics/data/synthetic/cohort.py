@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import inspect
 import json
 import logging
 import multiprocessing
@@ -187,29 +188,23 @@ def _expected_manifest(
     }
 
 
-def ensure_cohort(
-    root: str | Path,
-    patients: int = 24,
-    seed: int = 0,
-    format: str = "both",
-    test_patients: int | None = None,
-    preset: str = "default",
-    *,
-    size: int = 96,
-    mgmt_signal: float | None = None,
-    mgmt_label_noise: float | None = None,
-    workers: int | None = None,
-) -> Path:
+def ensure_cohort(root: str | Path, **settings: Any) -> Path:
     """The synthetic cohort a training run asks for at `root`: generated when `root` does not
     exist (or is an empty folder), read as it is when it holds this cohort, never replaced.
 
     A folder that holds anything else (a cohort generated with other settings, the user's own
     files) is a CohortError that says how it differs; a cohort that differs only by the
-    generator's version is used as it is, with a warning.
+    generator's version is used as it is, with a warning. `settings` are the keyword
+    arguments of `generate_cohort` (``overwrite`` aside).
     """
     root = Path(root)
-    expected = _expected_manifest(patients, seed, format, test_patients, preset, size,
-                                  mgmt_signal, mgmt_label_noise)
+    if "overwrite" in settings:
+        raise TypeError("ensure_cohort never overwrites: use generate_cohort(overwrite=True)")
+    chosen = inspect.signature(generate_cohort).bind(root, **settings)
+    chosen.apply_defaults()
+    expected = _expected_manifest(*(chosen.arguments[name] for name in (
+        "patients", "seed", "format", "test_patients", "preset", "size", "mgmt_signal",
+        "mgmt_label_noise")))
     if root.exists() and not (root.is_dir() and not any(root.iterdir())):
         found = _manifest(root)
         if not found:
@@ -234,9 +229,7 @@ def ensure_cohort(
                      "a new folder, where a cohort with these settings is generated")
         return root
     log.info("generating synthetic cohort in %s", root)
-    return generate_cohort(root, patients, seed, format, test_patients, preset, size=size,
-                           mgmt_signal=mgmt_signal, mgmt_label_noise=mgmt_label_noise,
-                           workers=workers)
+    return generate_cohort(root, **settings)
 
 
 def generate_cohort(

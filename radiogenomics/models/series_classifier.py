@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
 from torch import nn
-from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy
 
 from radiogenomics.data.readers import load_volume
@@ -22,12 +21,12 @@ from radiogenomics.data.series import (
 )
 from radiogenomics.errors import DataError
 from radiogenomics.evaluation.aggregation import PatientAggregation
-from radiogenomics.models.classifier import SPLITS
+from radiogenomics.models.base import SPLITS, TrainableModule
 
 HEADS: dict[str, tuple[str, ...]] = {"sequence": SEQUENCE_CLASSES, "plane": PLANE_CLASSES}
 
 
-class SeriesModule(pl.LightningModule):
+class SeriesModule(TrainableModule):
     """Train a two-head net (``{"sequence": logits, "plane": logits}``) on labelled slices.
 
     The loss is the sum of both cross-entropies. Logs per slice ``{split}/loss``,
@@ -37,6 +36,8 @@ class SeriesModule(pl.LightningModule):
     ``{split}/series_acc_plane``.
     """
 
+    BEST = "val/acc"
+
     def __init__(
         self,
         net: nn.Module,
@@ -45,40 +46,28 @@ class SeriesModule(pl.LightningModule):
         monitor: str = "val/acc",
         compile: bool = False,
     ) -> None:
-        super().__init__()
-        # callables stay out of the hyper-parameters: checkpoints load with weights_only=True
-        self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "scheduler"])
-        self.net = net
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
+        super().__init__(net, optimizer, scheduler)
         self.criterion = nn.CrossEntropyLoss()
         self.accuracy = nn.ModuleDict({
             f"{split}_{head}": MulticlassAccuracy(num_classes=len(classes), average="micro")
             for split in SPLITS for head, classes in HEADS.items()
         })
-        self.losses = nn.ModuleDict({f"{split}_loss": MeanMetric() for split in SPLITS})
         self.by_series = nn.ModuleDict({f"{split}_{head}": PatientAggregation("mean")
                                         for split in ("val", "test") for head in HEADS})
-        self.val_acc_best = MaxMetric()
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.net(x)
 
     def _step(self, batch: dict[str, Any], split: str) -> torch.Tensor:
         logits = self(batch["image"])
         loss = sum(self.criterion(logits[head], batch[head].long()) for head in HEADS)
-        self.losses[f"{split}_loss"](loss.detach())
+        self._log_loss(split, loss, len(batch["image"]))
         series = [f"{patient}/{name}" for patient, name in zip(batch["id"], batch["series"])]
         for head in HEADS:
             self.accuracy[f"{split}_{head}"].update(logits[head].detach(), batch[head].long())
             if f"{split}_{head}" in self.by_series:
                 probabilities = torch.softmax(logits[head].detach(), dim=-1)
                 self.by_series[f"{split}_{head}"].update(series, probabilities, batch[head])
-        self.log(f"{split}/loss", self.losses[f"{split}_loss"], on_step=False, on_epoch=True,
-                 prog_bar=split != "test", batch_size=len(batch["image"]))
         return loss
 
-    def _log_epoch(self, split: str) -> torch.Tensor:
+    def _log_epoch(self, split: str) -> dict[str, torch.Tensor]:
         values = {f"{split}/acc_{head}": self.accuracy[f"{split}_{head}"].compute()
                   for head in HEADS}
         values[f"{split}/acc"] = torch.stack(list(values.values())).mean()
@@ -91,50 +80,15 @@ class SeriesModule(pl.LightningModule):
                 predicted = scores.reshape(len(targets), -1).argmax(dim=-1)
                 values[f"{split}/series_acc_{head}"] = (predicted == targets).float().mean()
         self.log_dict(values, prog_bar=split == "val")
-        return values[f"{split}/acc"]
+        return values
 
-    def on_train_start(self) -> None:
-        self.val_acc_best.reset()
-
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._step(batch, "val")
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._step(batch, "test")
-
-    def on_train_epoch_end(self) -> None:
-        # a run resumed from a checkpoint taken after an epoch's last batch trains no batch
-        # in that epoch: nothing to report (the interrupted run logged its batches)
-        if any(self.accuracy[f"train_{head}"].update_called for head in HEADS):
-            self._log_epoch("train")
-
-    def on_validation_epoch_end(self) -> None:
-        self.val_acc_best(self._log_epoch("val"))
-        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
-
-    def on_test_epoch_end(self) -> None:
-        self._log_epoch("test")
+    def _train_metrics(self) -> Iterable[Metric]:
+        return (self.accuracy[f"train_{head}"] for head in HEADS)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         logits = self(batch["image"])
         return {"id": list(batch["id"]), "series": list(batch["series"]),
                 **{head: torch.softmax(logits[head], dim=-1) for head in HEADS}}
-
-    def setup(self, stage: str) -> None:
-        if self.hparams.compile and stage == "fit":
-            self.net = torch.compile(self.net)
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = self.optimizer_factory(params=self.trainer.model.parameters())
-        if self.scheduler_factory is None:
-            return {"optimizer": optimizer}
-        scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.monitor,
-                                 "interval": "epoch", "frequency": 1}}
 
 
 @torch.no_grad()

@@ -1,8 +1,7 @@
 """Trained models from run directories: the saved config rebuilds them, the checkpoint fills them.
 
-A run directory (what train.py writes) holds ``config.yaml`` (resolved), ``run_info.json``,
-``splits.json`` and ``checkpoints/{epoch_XXX,last}.ckpt``; a multirun directory holds one
-run directory per job (``<multirun dir>/<job num>/``), e.g. the folds of a k-fold CV.
+What a run directory holds, and how its config and checkpoints are found and read, is
+`radiogenomics.runs`.
 """
 
 from __future__ import annotations
@@ -14,23 +13,25 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 from torch import nn
 
 from radiogenomics import config as rc
 from radiogenomics.data.datamodule import SEGMENTATION_TARGET
 from radiogenomics.data.slices import PLANE_AXIS, select_slices
 from radiogenomics.data.transforms import PreprocessConfig
-from radiogenomics.errors import RadiogenomicsError
+from radiogenomics.errors import CheckpointError, RadiogenomicsError
 from radiogenomics.evaluation.aggregation import aggregate
-from radiogenomics.interpret.volume import to_slices
+from radiogenomics.interpret.slice_batch import to_slices
+from radiogenomics.runs import (
+    RUN_CONFIG,
+    choose_checkpoint,
+    find_runs,
+    read_config,
+    read_state_dict,
+)
 
 log = logging.getLogger(__name__)
-
-RUN_CONFIG = "config.yaml"
-CHECKPOINTS = ("best", "last")
-_PATH_HINT = ("give a .ckpt file, a run directory (config.yaml + checkpoints/) or a multirun "
-              "directory (<job>/config.yaml, e.g. the folds of `train.py -m data.fold=...`)")
 
 
 @dataclass(frozen=True)
@@ -113,105 +114,10 @@ def _slicing(datamodule: Any, module: nn.Module, run_dir: Path) -> SliceSampling
                          str(module.hparams.get("aggregate", "mean")))
 
 
-def _job_order(folder: Path) -> tuple[int, str]:
-    return (int(folder.name), "") if folder.name.isdigit() else (1 << 30, folder.name)
-
-
-def find_runs(ckpt_path: str | Path) -> list[tuple[Path, Path | None]]:
-    """(run dir, checkpoint file or None to choose one) of each model `ckpt_path` names.
-
-    A checkpoint file's run directory is its folder's parent; a multirun directory gives
-    one entry per job folder, in job order.
-    """
-    path = Path(ckpt_path).expanduser()
-    if path.is_file():
-        return [(path.parent.parent, path)]
-    if not path.is_dir():
-        raise RadiogenomicsError(f"ckpt_path={ckpt_path}: no such file or folder -> {_PATH_HINT}")
-    if (path / RUN_CONFIG).is_file():
-        return [(path, None)]
-    if (path / ".hydra").is_dir():
-        raise RadiogenomicsError(
-            f"ckpt_path={ckpt_path}: this run never finished setting up (no {RUN_CONFIG}: it "
-            "failed or is still running) -> see its log, or point ckpt_path to another run")
-    folders = [p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    jobs = sorted((p for p in folders if (p / RUN_CONFIG).is_file()), key=_job_order)
-    unfinished = sorted((p.name for p in folders
-                         if (p / ".hydra").is_dir() and not (p / RUN_CONFIG).is_file()),
-                        key=str)
-    if unfinished:  # an ensemble never silently leaves out a fold that failed
-        raise RadiogenomicsError(
-            f"ckpt_path={ckpt_path}: job folder(s) {unfinished} of this multirun hold no "
-            f"finished run (no {RUN_CONFIG}: the job failed or is still running) -> rerun them "
-            "(the same command plus ckpt_path=last hydra.run.dir=<job folder>), or move them "
-            "out of the folder to predict with the other jobs")
-    if not jobs:
-        raise RadiogenomicsError(f"ckpt_path={ckpt_path}: no {RUN_CONFIG} in it or in its "
-                                 f"sub-folders -> {_PATH_HINT}")
-    return [(job, None) for job in jobs]
-
-
-def _best_path_in(last: Path) -> str | None:
-    """File name of the best checkpoint recorded by ModelCheckpoint in `last`."""
-    state = torch.load(last, map_location="cpu", weights_only=True)
-    for callback in state.get("callbacks", {}).values():
-        if isinstance(callback, dict) and callback.get("best_model_path"):
-            return Path(callback["best_model_path"]).name
-    return None
-
-
-def choose_checkpoint(run_dir: Path, which: str = "best") -> Path:
-    """The best (monitored) or last checkpoint of a run directory."""
-    if which not in CHECKPOINTS:
-        raise RadiogenomicsError(f"checkpoint={which!r} is not one of {CHECKPOINTS}")
-    folder = run_dir / "checkpoints"
-    last = folder / "last.ckpt"
-    ranked = sorted(p for p in folder.glob("*.ckpt") if p != last) if folder.is_dir() else []
-    if which == "best" and len(ranked) > 1 and last.is_file():
-        best = _best_path_in(last)
-        ranked = [p for p in ranked if p.name == best] or ranked[-1:]
-    chosen = ranked[-1] if which == "best" and ranked else last
-    if not chosen.is_file():
-        raise RadiogenomicsError(f"no checkpoint in {folder} -> train with the model_checkpoint "
-                                 "callback on, or pass ckpt_path=<file.ckpt>")
-    return chosen
-
-
-def _read_config(run_dir: Path) -> DictConfig:
-    path = run_dir / RUN_CONFIG
-    if not path.is_file():
-        raise RadiogenomicsError(
-            f"no {RUN_CONFIG} in {run_dir} (a checkpoint's run directory is its folder's "
-            f"parent) -> predict needs the training config: keep the checkpoint in its run "
-            "directory as train.py wrote it")
-    config = OmegaConf.load(path)
-    for node in ("model", "data"):
-        if node not in config:
-            raise RadiogenomicsError(f"{path} has no {node!r} node: it is not a train.py config")
-    return config
-
-
-def _state_dict(checkpoint: Path) -> dict[str, Any]:
-    """Weights of a Lightning checkpoint, read safely (``weights_only=True``)."""
-    try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated files, pickles with code, foreign formats
-        # torch's own advice (weights_only=False) would let the file run code: not repeated
-        reason = str(err).split("\n", 1)[0][:200]
-        raise RadiogenomicsError(f"cannot read checkpoint {checkpoint} ({type(err).__name__}: "
-                                 f"{reason}) -> it is not a complete checkpoint written by "
-                                 "train.py: copy it again, or point ckpt_path to another "
-                                 "one") from err
-    if "state_dict" not in state:
-        raise RadiogenomicsError(f"{checkpoint} holds no state_dict: not a Lightning checkpoint")
-    # torch.compile wraps the net: its weights are saved under net._orig_mod.*
-    return {k.replace("._orig_mod.", "."): v for k, v in state["state_dict"].items()}
-
-
 def load_model(run_dir: Path, checkpoint: Path, device: torch.device | str = "cpu",
                name: str | None = None) -> TrainedModel:
     """Rebuild the net and module from the run's config and load the checkpoint's weights."""
-    config = _read_config(run_dir)
+    config = read_config(run_dir)
     net_config = config.model.net
     if "pretrained_path" in net_config:
         with open_dict(net_config):
@@ -219,10 +125,10 @@ def load_model(run_dir: Path, checkpoint: Path, device: torch.device | str = "cp
     net = rc.instantiate(net_config)
     module = rc.instantiate(config.model, net=net)
     try:
-        module.load_state_dict(_state_dict(checkpoint))
+        module.load_state_dict(read_state_dict(checkpoint))
     except RuntimeError as err:
-        raise RadiogenomicsError(f"{checkpoint} does not fit the model of {run_dir / RUN_CONFIG}"
-                                 f": {err}") from err
+        raise CheckpointError(f"{checkpoint} does not fit the model of {run_dir / RUN_CONFIG}"
+                              f": {err}") from err
     datamodule = rc.instantiate(config.data)
     preprocess = getattr(datamodule, "preprocess", None)
     if not isinstance(preprocess, PreprocessConfig):

@@ -1,0 +1,1 @@
+"""Hydra configs of radiogenomics, shipped as package data (`pkg://radiogenomics.conf`)."""
