@@ -30,7 +30,7 @@ from torchmetrics import MaxMetric, MinMetric
 
 from radiogenomics import interrupt
 from radiogenomics.evaluation.aggregation import aggregate_by_patient
-from radiogenomics.evaluation.report import write_classification_report
+from radiogenomics.evaluation.report import log_figures, write_classification_report
 
 log = logging.getLogger(__name__)
 
@@ -322,8 +322,8 @@ class OutOfFoldPredictions(Callback):
     Writes ``<output_dir>/val_predictions.csv`` (``id, fold, label, probability``; one
     ``probability_<k>`` column per class for multiclass targets) and a validation report
     (``val_report/``: ROC, calibration, confusion matrix) whose figures go to every logger
-    that takes images (W&B). Slice outputs of 2D models are aggregated per patient as the
-    model does (its ``aggregate`` setting: mean or vote).
+    that takes images (W&B, TensorBoard). Slice outputs of 2D models are aggregated per
+    patient as the model does (its ``aggregate`` setting: mean or vote).
     Only the global-zero process predicts, over every validation patient.
     """
 
@@ -349,10 +349,7 @@ class OutOfFoldPredictions(Callback):
             report = write_classification_report(
                 out / "val_report", labels, probabilities, target,
                 title=f"Fold {table['fold'].iloc[0]} validation (out-of-fold)")
-            for logger in trainer.loggers:
-                if hasattr(logger, "log_image"):
-                    for name, path in report.figures.items():
-                        logger.log_image(key=f"val_oof/{name}", images=[str(path)])
+            log_figures(report.figures, trainer.loggers, "val_oof", trainer.global_step)
 
 
 def predict(module: pl.LightningModule, loader: Any, trainer: pl.Trainer

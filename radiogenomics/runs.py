@@ -2,7 +2,8 @@
 comparing read back from it.
 
 A run directory holds ``config.yaml`` (the resolved config), ``run_info.json`` (versions,
-commit, command, fold), ``splits.json`` and ``checkpoints/{epoch_XXX,last}.ckpt``; a multirun
+commit, command, fold), ``splits.json``, ``checkpoints/{epoch_XXX,last}.ckpt`` and, once the
+run ends, ``model_card.md`` (`radiogenomics.model_card`); a multirun
 directory holds one run directory per job (``<multirun dir>/<job num>/``), e.g. the folds of a
 k-fold CV. Checkpoints are read with ``weights_only=True``: a checkpoint cannot run code; every
 checkpoint or run folder that cannot be used raises ``CheckpointError``.

@@ -18,6 +18,7 @@ from radiogenomics import config as rc
 from radiogenomics.callbacks import DataSetupRecord, DivergenceGuard, EpochSeed, SyncEpochMetrics
 from radiogenomics.distributed import adopt_parent_job, check_trainer
 from radiogenomics.loggers import drop_logger_callbacks, log_hyperparameters
+from radiogenomics.model_card import write_model_card
 from radiogenomics.models.compat import check_input_size, check_model_fits_data
 from radiogenomics.models.survival import train_estimator
 from radiogenomics.runs import (
@@ -53,6 +54,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     if not isinstance(model, pl.LightningModule):  # scikit-learn models (survival grouping)
         metrics = train_estimator(model, datamodule, loggers, cfg.paths.output_dir, cfg.test)
         save_run_info(cfg, cfg.paths.output_dir, datamodule)
+        write_model_card(cfg, cfg.paths.output_dir, model, datamodule, metrics)
         return metrics, {"datamodule": datamodule, "model": model}
     log.info("instantiating trainer <%s>", cfg.trainer._target_)
     trainer: pl.Trainer = rc.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
@@ -77,6 +79,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         log.info("best checkpoint: %s", best or "-")
     metrics = {**train_metrics, **trainer.callback_metrics}
     metrics = {k: float(v) for k, v in metrics.items()}
+    if trainer.is_global_zero:
+        write_model_card(cfg, cfg.paths.output_dir, model, datamodule, metrics)
     log.info("final metrics:\n%s", "\n".join(f"  {k:<16} {v:.4f}" for k, v in
                                                 sorted(metrics.items())))
     return metrics, {"datamodule": datamodule, "model": model, "trainer": trainer}

@@ -26,6 +26,14 @@ SEQUENCES: tuple[str, ...] = ("FLAIR", "T1w", "T1wCE", "T2w")
 LABELS: tuple[str, ...] = ("mgmt", "grade", "age", "survival_days", "survival_class")
 """Case-level labels a cohort may carry."""
 
+CLASS_NAMES: dict[str, tuple[str, ...]] = {
+    "mgmt": ("unmethylated", "methylated"),
+    "grade": ("LGG", "HGG"),
+    "survival_class": ("short", "mid", "long"),  # < 300 days, 300-450 days, > 450 days
+}
+"""What the codes of each class label mean, in code order: 0 and 1 of the binary labels,
+0, 1, 2 of the survival groups."""
+
 Case = dict[str, Any]
 
 

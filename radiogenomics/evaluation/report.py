@@ -9,8 +9,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.image import imread
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
+from radiogenomics.data.case import CLASS_NAMES
 from radiogenomics.evaluation import plots
 from radiogenomics.evaluation.bootstrap import ConfidenceInterval
 from radiogenomics.evaluation.statistics import ECE_BINS, binary_statistics, delong_test
@@ -85,22 +87,32 @@ def comparison_metrics(y: np.ndarray, p: np.ndarray, other: ModelComparison) -> 
             "delong_z": test.z, "delong_p": test.p_value}
 
 
+def class_names(target: str, n_classes: int) -> list[str]:
+    """What the classes of `target` are called, in label order (mgmt: unmethylated,
+    methylated); ``<target>=k`` for a target whose classes have no names."""
+    names = CLASS_NAMES.get(target, ())
+    if len(names) == n_classes:
+        return list(names)
+    return [f"{target}={k}" for k in range(n_classes)]
+
+
 def _draw(out_dir: Path, y: np.ndarray, probabilities: np.ndarray, target: str,
           threshold: float, metrics: dict[str, float]) -> dict[str, Path]:
     """The figures that the labels allow: ROC and calibration need both binary classes."""
     figures: dict[str, Path] = {}
+    names = class_names(target, max(probabilities.shape[1], 2))
     if probabilities.shape[1] == 1:
         p = probabilities[:, 0]
         if "auc_low" in metrics:
             auc = ConfidenceInterval(metrics["auc"], metrics["auc_low"], metrics["auc_high"])
-            figures["roc"] = plots.plot_roc(y, p, out_dir / "roc.png", auc, f"ROC - {target}")
+            figures["roc"] = plots.plot_roc(y, p, out_dir / "roc.png", auc, f"ROC - {target}",
+                                            threshold=threshold, positive=names[1])
             ece = ConfidenceInterval(metrics["ece"], metrics["ece_low"], metrics["ece_high"])
             figures["calibration"] = plots.plot_calibration(
                 y, p, out_dir / "calibration.png", n_bins=ECE_BINS, title=f"Calibration - {target}",
-                ece=ece)
-        names, predicted = [f"{target}=0", f"{target}=1"], (p >= threshold).astype(int)
+                ece=ece, class_names=names)
+        predicted = (p >= threshold).astype(int)
     else:
-        names = [f"{target}={k}" for k in range(probabilities.shape[1])]
         predicted = probabilities.argmax(axis=1)
     figures["confusion"] = plots.plot_confusion(y, predicted, out_dir / "confusion.png", names,
                                                 f"Confusion matrix - {target}")
@@ -270,13 +282,30 @@ def write_segmentation_report(
     return EvaluationReport(metrics, figures, markdown)
 
 
+def log_figures(figures: dict[str, Path], loggers: Sequence[Any], prefix: str,
+                step: int | None = None) -> None:
+    """Send each figure (name -> PNG) as the image ``<prefix>/<name>`` to the loggers that
+    take images: W&B (``log_image``) and TensorBoard (its writer's ``add_image``, at `step`)."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    for logger in loggers:
+        if hasattr(logger, "log_image"):
+            for name, path in figures.items():
+                logger.log_image(key=f"{prefix}/{name}", images=[str(path)])
+        elif isinstance(logger, TensorBoardLogger):
+            for name, path in figures.items():
+                pixels = imread(path)  # (H, W, 4) floats in [0, 1] for a PNG
+                logger.experiment.add_image(f"{prefix}/{name}", pixels[..., :3],
+                                            global_step=step, dataformats="HWC")
+
+
 def log_report(report: EvaluationReport, loggers: Sequence[Any], prefix: str = "test") -> None:
-    """Send the metrics to every logger and the figures to those that take images (W&B)."""
+    """Send the metrics to every logger and the figures to those that take images (W&B,
+    TensorBoard)."""
     metrics = {f"{prefix}/{name}": value for name, value in report.metrics.items()}
     for logger in loggers:
         logger.log_metrics(metrics)
-        if hasattr(logger, "log_image"):
-            for name, path in report.figures.items():
-                logger.log_image(key=f"{prefix}/{name}", images=[str(path)])
+    log_figures(report.figures, loggers, prefix)
+    for logger in loggers:
         logger.save()
         logger.finalize("success")

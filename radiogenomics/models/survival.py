@@ -22,7 +22,7 @@ from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from radiogenomics.data.case import Case
+from radiogenomics.data.case import CLASS_NAMES, Case
 from radiogenomics.data.labels import REGIONS
 from radiogenomics.data.readers import load_volume
 from radiogenomics.errors import DataError, LabelError
@@ -30,7 +30,7 @@ from radiogenomics.evaluation.segmentation_scores import region_volumes
 
 log = logging.getLogger(__name__)
 
-SURVIVAL_CLASSES: tuple[str, ...] = ("short", "mid", "long")
+SURVIVAL_CLASSES: tuple[str, ...] = CLASS_NAMES["survival_class"]
 """Survival groups in class order: < 300 days, 300-450 days, > 450 days."""
 
 FEATURES: tuple[str, ...] = tuple(f"{region}_fraction" for region in REGIONS) + ("age",)
