@@ -424,7 +424,8 @@ CASES: dict[str, Case] = {
     "python train.py experiment=<recipe> data.root=DIR":
         Case(fill={"<recipe>": lambda ws: "multiscale", "DIR": lambda ws: str(ws.hgg_lgg)},
              check=lambda ws, filled: _has_run_outputs(ws.train(filled, filled, "multiscale"))),
-    "python train.py ckpt_path=last": _train_case("ckpt-last"),
+    "python train.py ckpt_path=last":  # also tests/test_cli.py, on a finished run
+        _train_case("ckpt-last", slow=True),
     "python train.py ckpt_path=<file or run dir>":
         Case(fill={"<file or run dir>": lambda ws: str(ws.default_run / "checkpoints" /
                                                         "last.ckpt")},
@@ -437,7 +438,8 @@ CASES: dict[str, Case] = {
     "python train.py logger=wandb": Case(check=lambda ws, filled: _check_logger(ws, filled,
                                                                                "wandb")),
     "python train.py logger=tensorboard":
-        Case(check=lambda ws, filled: _check_logger(ws, filled, "tensorboard")),
+        Case(check=lambda ws, filled: _check_logger(ws, filled, "tensorboard"),
+             slow=True),  # the TensorBoard logger's output: tests/test_figures.py
     "python train.py logger=none":
         Case(check=lambda ws, filled: _has_checkpoints(ws.train(filled, filled)), slow=True),
     "python train.py trainer=cpu": Case(check=lambda ws, filled: _has_run_outputs(
