@@ -34,6 +34,12 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
         raise
 
 
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write the text file `path` with `atomic_write`."""
+    with atomic_write(path) as tmp:
+        tmp.write_text(text)
+
+
 def _umask() -> int:
     """The process's file-creation mask."""
     mask = os.umask(0)

@@ -30,7 +30,7 @@ from radiogenomics.data.labels import INTERNAL_CLASSES, REGIONS
 from radiogenomics.data.series import PLANE_CLASSES, SEQUENCE_CLASSES, SERIES_TARGET
 from radiogenomics.evaluation.report import classification_metrics
 from radiogenomics.evaluation.statistics import ECE_BINS, binary_statistics
-from radiogenomics.files import atomic_write
+from radiogenomics.files import write_text_atomic
 from radiogenomics.runs import RUN_INFO, data_setup, saved_info
 
 log = logging.getLogger(__name__)
@@ -287,8 +287,7 @@ def write_model_card(cfg: DictConfig, run_dir: str | Path, model: Any, datamodul
     path = Path(run_dir) / MODEL_CARD
     try:
         text = model_card(cfg, Path(run_dir), model, datamodule, metrics)
-        with atomic_write(path) as tmp:
-            tmp.write_text(text)
+        write_text_atomic(path, text)
     except Exception as err:  # the card never fails a finished run; the log says why
         log.warning("model card not written to %s (%s: %s)", path, type(err).__name__, err,
                     exc_info=True)

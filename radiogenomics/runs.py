@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import radiogenomics
 from radiogenomics.errors import CheckpointError
-from radiogenomics.files import atomic_write
+from radiogenomics.files import write_text_atomic
 
 if TYPE_CHECKING:  # torch is imported where a checkpoint is read: reading a sweep needs none
     import lightning.pytorch as pl
@@ -69,19 +69,13 @@ def library_versions() -> dict[str, str | None]:
     return versions
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write a text file that no reader sees half-written."""
-    with atomic_write(path) as tmp:
-        tmp.write_text(text)
-
-
 def save_run_info(cfg: DictConfig, output_dir: str | Path,
                   datamodule: pl.LightningDataModule | None = None) -> Path:
     """Write the resolved config, package and library versions, git commit and split file
     into the run dir."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out / RUN_CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
+    write_text_atomic(out / RUN_CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
     info: dict[str, Any] = {
         "radiogenomics_version": radiogenomics.__version__,
         "git_commit": git_commit(Path(__file__).resolve().parent),
@@ -91,12 +85,12 @@ def save_run_info(cfg: DictConfig, output_dir: str | Path,
     }
     splits = getattr(datamodule, "splits", None)
     if splits is not None:
-        _write_atomic(out / "splits.json", json.dumps(splits, indent=1))
+        write_text_atomic(out / "splits.json", json.dumps(splits, indent=1))
         info["fold"] = getattr(datamodule, "fold", None)
     skipped = getattr(datamodule, "skipped", None)
     if skipped:
         info["skipped_patients"] = {f.patient: f.reason for f in skipped}
-    _write_atomic(out / RUN_INFO, json.dumps(info, indent=1))
+    write_text_atomic(out / RUN_INFO, json.dumps(info, indent=1))
     return out
 
 
