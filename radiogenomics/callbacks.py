@@ -8,7 +8,8 @@ always adds ``SyncEpochMetrics`` (DDP), ``EpochSeed`` (when the config has a see
 with the same command plus ``ckpt_path=last`` and ``hydra.run.dir=<its run directory>``.
 
 ``OutOfFoldPredictions`` writes a fold's validation predictions for the cross-validation
-summary (``radiogenomics.cv``).
+summary (``radiogenomics.cv``); ``InputSamples`` shows W&B and TensorBoard what the network is
+fed.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from torchmetrics import MaxMetric, MinMetric
 
 from radiogenomics import interrupt
 from radiogenomics.evaluation.aggregation import aggregate_by_patient
-from radiogenomics.evaluation.report import log_figures, write_classification_report
+from radiogenomics.evaluation.plots import plot_input_samples
+from radiogenomics.evaluation.report import log_figures, takes_images, write_classification_report
 
 log = logging.getLogger(__name__)
 
@@ -314,6 +316,34 @@ class SyncEpochMetrics(Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.world_size > 1:
             trainer.callback_metrics  # noqa: B018 (computing the metrics is the point)
+
+
+class InputSamples(Callback):
+    """At the first training batch of epoch 0, a few axial slices of each sequence of its
+    first `samples` inputs, as the network receives them (preprocessed and augmented):
+    ``<output_dir>/figures/input_samples.png``, sent as ``train/input_samples`` to W&B and
+    TensorBoard. Nothing is drawn when no logger takes images."""
+
+    def __init__(self, output_dir: str | None = None, samples: int = 4) -> None:
+        super().__init__()
+        self.output_dir = output_dir
+        self.samples = samples
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                             batch: Any, batch_idx: int) -> None:
+        if (batch_idx or trainer.current_epoch or not trainer.is_global_zero
+                or not isinstance(batch, dict) or not torch.is_tensor(batch.get("image"))
+                or not any(takes_images(logger) for logger in trainer.loggers)):
+            return
+        images = batch["image"][:self.samples].detach().float().cpu().numpy()
+        sequences = list(getattr(trainer.datamodule, "sequences", ()))
+        if len(sequences) != images.shape[1]:
+            sequences = [f"channel {c}" for c in range(images.shape[1])]
+        names = [str(name) for name in batch.get("id", [])][:self.samples]
+        path = plot_input_samples(
+            images, sequences, Path(self.output_dir or trainer.default_root_dir) / "figures"
+            / "input_samples.png", names, title="First training batch (preprocessed, augmented)")
+        log_figures({"input_samples": path}, trainer.loggers, "train", trainer.global_step)
 
 
 class OutOfFoldPredictions(Callback):

@@ -39,12 +39,13 @@ from radiogenomics.evaluation.calibration import (
     fit_calibrator,
     save_calibrator,
 )
+from radiogenomics.evaluation.report import log_figures
 from radiogenomics.evaluation.statistics import (
     BinaryStatistics,
     binary_statistics,
     expected_calibration_error,
 )
-from radiogenomics.loggers import wandb_logger
+from radiogenomics.loggers import tensorboard_logger, wandb_logger
 from radiogenomics.sweeps import MultirunEndCallback, SweepRun, find_runs, split_overrides
 
 log = logging.getLogger(__name__)
@@ -293,6 +294,21 @@ def log_to_wandb(sweep_dir: str | Path, result: CVSummary) -> bool:
     return True
 
 
+def log_to_tensorboard(sweep_dir: str | Path, result: CVSummary) -> Path | None:
+    """Write the summary figure (image ``cv/summary``) to ``<sweep_dir>/tensorboard/cv-summary``
+    when the folds logged to TensorBoard; its log folder, else None."""
+    runs = find_runs(sweep_dir)
+    if not any((r.config.get("logger") or {}).get("tensorboard") for r in runs):
+        return None
+    logger = tensorboard_logger(save_dir=str(Path(sweep_dir) / "tensorboard"), name="cv-summary",
+                                version=0, default_hp_metric=False)
+    log_figures({"summary": result.files["figure"]}, [logger], "cv")
+    logger.save()
+    logger.finalize("success")
+    log.info("cross-validation summary figure in TensorBoard: %s", logger.log_dir)
+    return Path(logger.log_dir)
+
+
 class CrossValidationSummary(MultirunEndCallback):
     """Hydra callback: summarise the folds at the end of a multirun whose jobs differ in fold.
 
@@ -313,6 +329,7 @@ class CrossValidationSummary(MultirunEndCallback):
         log.info("cross-validation summary (%s):\n%s", result.files["summary"],
                  format_summary(result))
         log_to_wandb(sweep_dir, result)
+        log_to_tensorboard(sweep_dir, result)
         method = str(config.get("calibration") or "none")
         if method != "none":
             calibrate_sweep(sweep_dir, method)

@@ -8,7 +8,7 @@ from lightning.pytorch.loggers import CSVLogger
 from sklearn.metrics import roc_auc_score
 
 from radiogenomics.evaluation.bootstrap import bootstrap_auc_ci
-from radiogenomics.evaluation.plots import plot_overlay
+from radiogenomics.evaluation.overlays import plot_map_overlay
 from radiogenomics.evaluation.report import (
     classification_metrics,
     log_report,
@@ -89,7 +89,7 @@ def test_segmentation_report_tables_dice_per_patient(tmp_path) -> None:
 
 def test_overlay_refuses_a_map_on_another_grid(tmp_path) -> None:
     with pytest.raises(ValueError, match="differ in shape"):
-        plot_overlay(np.zeros((8, 8, 8)), np.zeros((8, 8, 4)), tmp_path / "x.png")
+        plot_map_overlay(np.zeros((8, 8, 8)), np.zeros((8, 8, 4)), tmp_path / "x.png")
 
 
 def test_report_figures_and_metrics_go_to_wandb_offline(tmp_path, monkeypatch) -> None:

@@ -11,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import optuna
 import pytest
 import yaml
@@ -186,6 +187,31 @@ def test_a_sweep_stops_when_too_many_trials_fail(tmp_path, monkeypatch) -> None:
     lenient = scripted_sweeper(tmp_path, [None, None, 0.5], monkeypatch, max_failure_rate=1.0)
     lenient.sweep([])
     assert len(lenient.launcher.launched) == 3
+
+
+def test_a_finished_sweep_writes_optunas_figures_into_its_folder(tmp_path, monkeypatch) -> None:
+    sweeper = scripted_sweeper(tmp_path, [0.5, 0.9, RuntimeError("oom"), 0.7, 0.6],
+                               monkeypatch, params={"x": "interval(0, 1)", "y": "choice(a, b)"})
+    sweeper.sweep([])
+    for name in ("optuna_history.png", "optuna_importances.png",
+                 "optuna_parallel_coordinates.png"):
+        figure = plt.imread(tmp_path / name)
+        assert figure.shape[0] > 200 and figure.shape[1] > 400, name
+        assert figure[..., :3].std() > 0.05, f"{name} is blank"
+
+
+def test_a_sweep_too_short_for_importances_skips_them_and_says_why(tmp_path, monkeypatch,
+                                                                   caplog) -> None:
+    sweeper = scripted_sweeper(tmp_path, [0.5, RuntimeError("oom")], monkeypatch)
+    with caplog.at_level(logging.INFO):
+        sweeper.sweep([])
+    assert (tmp_path / "optuna_history.png").is_file()
+    assert not (tmp_path / "optuna_importances.png").exists()
+    assert any("importances figure skipped: 1 completed trial(s)" in r.getMessage()
+               for r in caplog.records)
+    nothing = scripted_sweeper(tmp_path / "none", [None], monkeypatch, max_failure_rate=1.0)
+    nothing.sweep([])
+    assert not list((tmp_path / "none").glob("optuna_*.png"))
 
 
 def test_grid_sampler_runs_each_point_once(tmp_path, monkeypatch) -> None:

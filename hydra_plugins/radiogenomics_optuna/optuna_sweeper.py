@@ -62,6 +62,7 @@ class OptunaSweeper(Sweeper):
         import optuna
 
         from . import _search_space as ss
+        from ._plots import write_study_plots
         from ._study import (
             create_sampler,
             create_storage,
@@ -138,6 +139,7 @@ class OptunaSweeper(Sweeper):
             log.warning("%d of %d trials failed: %s", len(failed), done,
                         ", ".join(str(number) for number, _, _ in failed))
         write_results(study, sweep_dir / RESULTS_FILE)
+        write_study_plots(study, sweep_dir, _objective_name(self.config))
 
 
 def _directions(direction: Any) -> list[str]:
@@ -150,6 +152,12 @@ def _directions(direction: Any) -> list[str]:
         raise ValueError(f"hydra.sweeper.direction must be minimize, maximize or a list of "
                          f"them, got {direction!r}")
     return names
+
+
+def _objective_name(config: DictConfig) -> str | None:
+    """What the trials return, for the figures: the task's ``optimized_metric``, if any."""
+    metric = config.get("optimized_metric")
+    return None if metric is None else str(metric)
 
 
 def _shown(storage: Any) -> Any:

@@ -1,4 +1,5 @@
-"""Every figure of the project, drawn with matplotlib's Agg backend (no display needed).
+"""Every figure of the project, drawn with matplotlib's Agg backend (no display needed);
+those drawn over a scan (maps, masks) are in `radiogenomics.evaluation.overlays`.
 
 Each `plot_*` function draws one figure, saves it as PNG at `path` and returns `path`; a
 `draw_*` function of the same name returns the open Figure instead, for a caller (or a test)
@@ -23,11 +24,9 @@ from sklearn.metrics import confusion_matrix, roc_curve  # noqa: E402
 
 from radiogenomics.evaluation.bootstrap import ConfidenceInterval  # noqa: E402
 
-_VIEWS = (("axial", 2), ("coronal", 1), ("sagittal", 0))
-"""Panel name and the RAS axis it cuts across."""
 
-
-def _save(figure: Figure, path: str | Path) -> Path:
+def save_figure(figure: Figure, path: str | Path) -> Path:
+    """Write `figure` as a PNG at `path` (folders made), close it and return `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100, bbox_inches="tight")
@@ -88,7 +87,7 @@ def plot_roc(
     """ROC curve of binary labels `y` (both classes) and scores `p`: n and the number of
     `positive` patients in the title, the AUC and its CI in the legend, and the operating point
     of the decisions ``p >= threshold`` marked with its sensitivity and specificity."""
-    return _save(draw_roc(y, p, auc, title, threshold=threshold, positive=positive), path)
+    return save_figure(draw_roc(y, p, auc, title, threshold=threshold, positive=positive), path)
 
 
 def draw_confusion(
@@ -124,7 +123,7 @@ def plot_confusion(
     """Confusion matrix of true classes `y` (rows) against predicted classes (columns), named
     by `class_names` in label order: each cell holds its patients and their percentage of the
     row (the true class), and is shaded by that percentage."""
-    return _save(draw_confusion(y, predicted, class_names, title), path)
+    return save_figure(draw_confusion(y, predicted, class_names, title), path)
 
 
 def plot_calibration(
@@ -152,7 +151,7 @@ def plot_calibration(
     counts.set_xlabel("predicted probability")
     counts.set_ylabel("patients")
     counts.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_scores(
@@ -164,37 +163,7 @@ def plot_scores(
     ax.set_xticks(range(1, len(scores) + 1), list(scores), rotation=20, ha="right")
     ax.set_ylim(-0.05, 1.05)
     ax.set_title(title)
-    return _save(figure, path)
-
-
-def plot_overlay(
-    image: np.ndarray, heatmap: np.ndarray, path: str | Path, title: str = "",
-    spacing: Sequence[float] = (1.0, 1.0, 1.0),
-) -> Path:
-    """Axial, coronal and sagittal slices of a RAS `image` through the `heatmap`'s peak.
-
-    `image` and `heatmap` are (X, Y, Z) arrays on the same grid of voxel `spacing` (mm);
-    the map is drawn in colour, half transparent, over the grey image. A flat map is cut
-    through the centre.
-    """
-    if image.shape != heatmap.shape:
-        raise ValueError(f"image {image.shape} and map {heatmap.shape} differ in shape")
-    flat = float(heatmap.max()) == float(heatmap.min())
-    peak = tuple(n // 2 for n in heatmap.shape) if flat else np.unravel_index(
-        int(np.argmax(heatmap)), heatmap.shape)
-    figure, axes = plt.subplots(1, len(_VIEWS), figsize=(4 * len(_VIEWS), 4))
-    for ax, (view, axis) in zip(axes, _VIEWS):
-        cut = [slice(None)] * 3
-        cut[axis] = peak[axis]
-        across, up = (a for a in range(3) if a != axis)
-        aspect = spacing[up] / spacing[across]
-        ax.imshow(image[tuple(cut)].T, cmap="gray", origin="lower", aspect=aspect)
-        ax.imshow(heatmap[tuple(cut)].T, cmap="jet", alpha=0.4, origin="lower", aspect=aspect,
-                  vmin=float(heatmap.min()), vmax=float(heatmap.max()))
-        ax.set_title(f"{view} slice {peak[axis]}")
-        ax.axis("off")
-    figure.suptitle(title)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def draw_cv_summary(
@@ -255,7 +224,7 @@ def plot_cv_summary(
     Both take one entry per configuration of the sweep (a group of folds); `pooled` holds the
     labels, scores and AUC interval of the group's out-of-fold predictions.
     """
-    return _save(draw_cv_summary(fold_values, metric, pooled, title), path)
+    return save_figure(draw_cv_summary(fold_values, metric, pooled, title), path)
 
 
 def draw_sweep_comparison(
@@ -308,5 +277,53 @@ def plot_sweep_comparison(
 
     `settings` (run -> what the sweep set for it) labels the runs in the legend.
     """
-    return _save(draw_sweep_comparison(curves, final, metric, curve_metric, settings, title),
+    return save_figure(draw_sweep_comparison(curves, final, metric, curve_metric, settings, title),
                  path)
+
+
+def draw_input_samples(
+    images: np.ndarray, sequences: Sequence[str], names: Sequence[str] = (),
+    slices: int = 3, title: str = "Input samples",
+) -> Figure:
+    """The figure of `plot_input_samples`."""
+    images = np.asarray(images, dtype=float)
+    if images.ndim not in (4, 5) or images.shape[1] != len(sequences):
+        raise ValueError(f"images of shape {images.shape} are not (B, C, X, Y[, Z]) with one "
+                         f"channel per sequence of {list(sequences)}")
+    if images.ndim == 4:  # 2D inputs: one slice each
+        images, slices = images[..., None], 1
+    depth = images.shape[-1]
+    cuts = sorted({int(round(f * (depth - 1))) for f in np.linspace(0.25, 0.75, slices)}) \
+        if slices > 1 else [depth // 2]
+    rows, columns = images.shape[0], len(sequences) * len(cuts)
+    figure, axes = plt.subplots(rows, columns, figsize=(1.9 * columns, 2.0 * rows + 0.4),
+                                squeeze=False, layout="constrained")
+    for row, sample in enumerate(images):
+        for channel, sequence in enumerate(sequences):
+            low, high = np.percentile(sample[channel], [1, 99])
+            for k, cut in enumerate(cuts):
+                ax = axes[row, channel * len(cuts) + k]
+                # RAS axial slice, radiological convention: the patient's left on the right
+                ax.imshow(np.flip(sample[channel, :, :, cut], axis=0).T, cmap="gray",
+                          origin="lower", vmin=low, vmax=high if high > low else low + 1)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if row == 0:
+                    ax.set_title(f"{sequence}, z {cut + 1}/{depth}" if depth > 1 else sequence,
+                                 fontsize="small")
+            if channel == 0:
+                axes[row, 0].set_ylabel(names[row] if row < len(names) else f"sample {row}",
+                                        fontsize="small")
+    figure.suptitle(title)
+    return figure
+
+
+def plot_input_samples(
+    images: np.ndarray, sequences: Sequence[str], path: str | Path, names: Sequence[str] = (),
+    slices: int = 3, title: str = "Input samples",
+) -> Path:
+    """What the network is fed: `slices` axial slices (a quarter, half and three quarters
+    deep) of each sequence (columns) of each sample (rows, named by `names`) of a
+    (B, C, X, Y, Z) batch in RAS, or the one slice of a (B, C, X, Y) batch of 2D inputs;
+    each image windowed on its own 1st-99th percentiles."""
+    return save_figure(draw_input_samples(images, sequences, names, slices, title), path)

@@ -255,11 +255,14 @@ def write_segmentation_report(
     *,
     title: str = "Segmentation report",
     notes: Sequence[str] = (),
+    cases: dict[str, Path] | None = None,
 ) -> EvaluationReport:
     """Mean and SD over patients of each score, a per-patient table and a Dice box plot.
 
     `scores` maps a patient id to its scores (``dice_et``, ..., ``hd95``) as returned by
-    `evaluation.segmentation_scores.segmentation_scores`. Writes ``report.md`` in `out_dir`.
+    `evaluation.segmentation_scores.segmentation_scores`; `cases` names figures of single
+    patients (e.g. ``segmentation_best`` -> PNG) shown below the plot. Writes ``report.md``
+    in `out_dir`.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -277,9 +280,19 @@ def write_segmentation_report(
     lines += [f"| {pid} | " + " | ".join(f"{v:.3f}" for v in row) + " |"
               for pid, row in table.iterrows()]
     lines += ["", "![dice](dice.png)"]
+    for name, path in (cases or {}).items():
+        figures[name] = Path(path)
+        lines += ["", f"![{name}]({Path(path).name})"]
     markdown = out_dir / "report.md"
     markdown.write_text("\n".join(lines) + "\n")
     return EvaluationReport(metrics, figures, markdown)
+
+
+def takes_images(logger: Any) -> bool:
+    """Whether `logger` shows figures: W&B (``log_image``) or TensorBoard."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    return hasattr(logger, "log_image") or isinstance(logger, TensorBoardLogger)
 
 
 def log_figures(figures: dict[str, Path], loggers: Sequence[Any], prefix: str,

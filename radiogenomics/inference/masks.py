@@ -18,10 +18,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from monai import transforms as mt
+from monai.data import MetaTensor
 
 from radiogenomics.data.case import Case
-from radiogenomics.data.labels import from_internal
+from radiogenomics.data.labels import from_internal, to_internal
 from radiogenomics.data.nifti import write_nifti
+from radiogenomics.data.readers import load_volume
 from radiogenomics.data.transforms import PreprocessConfig
 from radiogenomics.data.volume import Volume
 from radiogenomics.evaluation.segmentation_scores import region_volumes
@@ -33,6 +36,19 @@ DEFAULT_SCHEME = "brats2021"
 """Label scheme of masks written for cases whose cohort has none (e.g. RSNA DICOM)."""
 
 VOLUMES_FILE = "region_volumes.csv"
+
+
+def truth_on_grid(case: Case, grid: Volume) -> np.ndarray:
+    """The case's own mask in internal codes, resampled (nearest) onto `grid`'s voxels."""
+    truth = load_volume(case["seg"], patient=case["id"])
+    codes = to_internal(np.rint(truth.array).astype(np.int64),
+                        case.get("label_scheme") or "brats2021", patient=case["id"])
+    if codes.shape == grid.array.shape and np.allclose(truth.affine, grid.affine, atol=1e-4):
+        return codes
+    source = MetaTensor(torch.from_numpy(codes[None]).float(), affine=truth.affine)
+    target = MetaTensor(torch.zeros(1, *grid.array.shape), affine=grid.affine)
+    resampled = mt.ResampleToMatch(mode="nearest", padding_mode="zeros")(source, target)
+    return resampled[0].round().long().numpy()
 
 
 def probability_map(module: SegmentationModule, image: torch.Tensor) -> np.ndarray:

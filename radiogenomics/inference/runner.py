@@ -21,7 +21,7 @@ from radiogenomics.data.case import Case
 from radiogenomics.data.cohorts import Cohort
 from radiogenomics.data.nifti import write_nifti
 from radiogenomics.errors import DataError, Failure, RadiogenomicsError
-from radiogenomics.evaluation.plots import plot_overlay
+from radiogenomics.inference.figures import map_view, prediction_title, write_map_figure
 from radiogenomics.inference.preprocess import CasePreprocessor, PreparedCase
 from radiogenomics.inference.trained_models import TrainedModel
 from radiogenomics.interpret.uncertainty import UncertaintySummary, summarise
@@ -148,20 +148,24 @@ class CohortPredictor:
             samples = torch.cat([self.uncertainty(model.probabilities, model.net, image)
                                  for model in self.models])
             prediction.uncertainty = summarise(samples, self.uncertainty.name)
-        maps = self._explain(prepared, image) if self.explainer is not None else []
+        maps = (self._explain(case, prepared, image, prediction)
+                if self.explainer is not None else [])
         return prediction, maps
 
-    def _explain(self, prepared: PreparedCase, image: torch.Tensor) -> list[Path]:
-        """Mean map of the members: a PNG overlay, and a NIfTI file on the input's grid."""
+    def _explain(self, case: Case, prepared: PreparedCase, image: torch.Tensor,
+                 prediction: PatientPrediction) -> list[Path]:
+        """Mean map of the members as a NIfTI file on the input's grid, and its PNG overlay
+        on the scan at the scan's own resolution, titled with the prediction."""
         heatmap = np.mean([self.explainer(model.net, image, model.axis) for model in self.models],
                           axis=0)
         folder = self.out_dir / "maps"
         stem = f"{prepared.id}_{self.explainer.name}"
-        spacing = np.linalg.norm(prepared.affine[:3, :3], axis=0)
-        written = [plot_overlay(prepared.image[0].numpy(), heatmap, folder / f"{stem}.png",
-                                f"{self.explainer.name} - patient {prepared.id}", spacing)]
         array, affine = self.preprocessor.to_input_geometry(prepared, heatmap)
-        written.append(write_nifti(array.astype(np.float32), affine, folder / f"{stem}.nii.gz"))
+        written = [write_nifti(array.astype(np.float32), affine, folder / f"{stem}.nii.gz")]
+        title = prediction_title(prepared.id, self.target, prediction.probabilities,
+                                 prediction.label)
+        view = map_view(case, array, self.preprocessor)
+        written.append(write_map_figure(view, folder / f"{stem}.png", self.explainer.name, title))
         return written
 
     def predict(self, cohort: Cohort) -> CohortPrediction:

@@ -19,13 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from monai import transforms as mt
-from monai.data import MetaTensor
 
 from radiogenomics.data.case import Case
 from radiogenomics.data.cohorts import Cohort
 from radiogenomics.data.labels import INTERNAL_CLASSES, REGIONS, to_internal
-from radiogenomics.data.readers import load_volume
 from radiogenomics.data.volume import Volume
 from radiogenomics.errors import DataError, Failure, RadiogenomicsError
 from radiogenomics.evaluation.segmentation_scores import region_volumes, segmentation_scores
@@ -33,6 +30,7 @@ from radiogenomics.inference.masks import (
     batch_probabilities,
     mask_on_input_grid,
     probability_map,
+    truth_on_grid,
     write_mask,
     write_uncertainty_maps,
 )
@@ -81,19 +79,6 @@ class CohortSegmentation:
     members: list[str]
     patients: list[PatientSegmentation]
     failures: list[Failure] = field(default_factory=list)
-
-
-def truth_on_grid(case: Case, grid: Volume) -> np.ndarray:
-    """The case's own mask in internal codes, resampled (nearest) onto `grid`'s voxels."""
-    truth = load_volume(case["seg"], patient=case["id"])
-    codes = to_internal(np.rint(truth.array).astype(np.int64),
-                        case.get("label_scheme") or "brats2021", patient=case["id"])
-    if codes.shape == grid.array.shape and np.allclose(truth.affine, grid.affine, atol=1e-4):
-        return codes
-    source = MetaTensor(torch.from_numpy(codes[None]).float(), affine=truth.affine)
-    target = MetaTensor(torch.zeros(1, *grid.array.shape), affine=grid.affine)
-    resampled = mt.ResampleToMatch(mode="nearest", padding_mode="zeros")(source, target)
-    return resampled[0].round().long().numpy()
 
 
 class CohortSegmenter:
