@@ -1,7 +1,7 @@
 """Seconds per patient for cnn3d, from DICOM files to probability, and peak memory.
 
     python benchmarks/predict.py [--cohort DIR] [--patients 4] [--size 96] [--threads N]
-                                 [--json PATH]
+                                 [--backends eager,torchscript,onnx] [--json PATH]
 
 Without --cohort, writes a synthetic DICOM cohort (four series per patient) to a temporary
 folder. The model is cnn3d as conf/ defines it (ResNet-10, 48^3 voxels at 2 mm) on all four
@@ -10,6 +10,12 @@ predict.py loads it; its weights are random, which does not change the cost. Tim
 patient after one warm-up patient: reading and preprocessing the series, then the network.
 CPU s (process time, all threads) is little changed by other jobs on the machine, unlike
 the wall times; idle threads that spin count in it.
+
+Backends: the same run exported (`radiogenomics.inference.export`) to TorchScript and ONNX
+(ONNX Runtime, as many threads as torch) predicts the same preprocessed patients in the same
+process, each patient through every backend in turn, so that all three meet the same
+machine; the table gives the network's seconds per patient, the whole patient's (reading
+and preprocessing included) and the largest probability difference from eager PyTorch.
 """
 
 from __future__ import annotations
@@ -63,8 +69,9 @@ def n_slices(case: dict) -> list[int]:
     return [len([f for f in Path(p).iterdir() if f.is_file()]) for p in case["images"].values()]
 
 
-def run(cohort_root: Path, work: Path) -> dict[str, object]:
-    models = load_models(make_run(work / "run", list(SEQUENCES)), which="last")
+def run(cohort_root: Path, work: Path, backends: tuple[str, ...] = ()) -> dict[str, object]:
+    run_dir = make_run(work / "run", list(SEQUENCES))
+    models = load_models(run_dir, which="last")
     cohort = prediction_cohort(cohort_root, SEQUENCES, split="train")
     predictor = CohortPredictor(models, work / "out")
     model = models[0]
@@ -83,9 +90,64 @@ def run(cohort_root: Path, work: Path) -> dict[str, object]:
     start = time.perf_counter()
     predictor.predict(cohort)
     end_to_end = (time.perf_counter() - start) / len(cohort.cases)
-    return {"patients": rows, "end_to_end_s_per_patient": end_to_end,
-            "memory_after_load_mb": baseline, "peak_memory_mb": peak_memory_mb(),
-            "torch_threads": torch.get_num_threads(), "cpu_cores": os.cpu_count()}
+    result = {"patients": rows, "end_to_end_s_per_patient": end_to_end,
+              "memory_after_load_mb": baseline, "peak_memory_mb": peak_memory_mb(),
+              "torch_threads": torch.get_num_threads(), "cpu_cores": os.cpu_count()}
+    if backends:
+        result["backends"] = compare_backends(run_dir, cohort.cases[1:], predictor, backends,
+                                              work)
+    return result
+
+
+BACKENDS = ("eager", "torchscript", "onnx")
+"""eager: the checkpoint in PyTorch; the others: the run exported in that format."""
+REPEATS = 3
+"""Forward passes per patient and backend."""
+
+
+def compare_backends(run_dir: Path, cases: list[dict], predictor: CohortPredictor,
+                     backends: tuple[str, ...], work: Path) -> dict[str, dict[str, float]]:
+    """Network and whole-patient seconds per patient of each backend on the same patients."""
+    from radiogenomics.inference.export import export_run
+
+    models = {name: load_models(run_dir, which="last")[0] if name == "eager" else
+              load_models(export_run(run_dir, name, work / f"export-{name}", "last").parent)[0]
+              for name in backends}
+    images, reading = [], []
+    for case in cases:
+        start = time.perf_counter()
+        images.append(predictor.preprocessor(case).image[None])
+        reading.append(time.perf_counter() - start)
+    for model in models.values():  # warm-up: first-call allocation, graph optimisation
+        model.probabilities(images[0])
+    seconds: dict[str, list[float]] = {name: [] for name in models}
+    outputs: dict[str, list[float]] = {name: [] for name in models}
+    for image in images:
+        for _ in range(REPEATS):  # interleaved, so that a busy moment hits every backend
+            for name, model in models.items():
+                start = time.perf_counter()
+                outputs[name].append(float(model.probabilities(image)[0, 0]))
+                seconds[name].append(time.perf_counter() - start)
+    reference = outputs[backends[0]]
+    return {name: {"network_s": statistics.median(seconds[name]),
+                   "total_s": statistics.median(reading) + statistics.median(seconds[name]),
+                   "max_abs_difference": max(abs(a - b) for a, b in zip(outputs[name],
+                                                                         reference))}
+            for name in models}
+
+
+def backend_table(backends: dict[str, dict[str, float]]) -> str:
+    reference = next(iter(backends))
+    lines = [f"{'backend':<13}{'network s':>11}{'total s':>9}{'speed-up':>10}"
+             f"{'max |p - p_' + reference + '|':>22}", "-" * 65]
+    for name, row in backends.items():
+        speedup = backends[reference]["network_s"] / row["network_s"]
+        lines.append(f"{name:<13}{row['network_s']:>11.3f}{row['total_s']:>9.2f}"
+                     f"{speedup:>9.2f}x{row['max_abs_difference']:>22.1e}")
+    lines.append("-" * 65)
+    lines.append(f"medians over patients x {REPEATS} passes, measured in this run; network: "
+                 "the forward pass alone; total: plus the median reading and preprocessing")
+    return "\n".join(lines)
 
 
 def table(result: dict) -> str:
@@ -115,18 +177,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patients", type=int, default=4, help="patients to generate")
     parser.add_argument("--size", type=int, default=96, help="grid size of the generated cohort")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--backends", default=",".join(BACKENDS),
+                        help="backends compared on the same patients (none: skip), "
+                             f"from {','.join(BACKENDS)}; the first is the reference")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
+    backends = tuple(b for b in args.backends.split(",") if b and b != "none")
+    unknown = set(backends) - set(BACKENDS)
+    if unknown:
+        parser.error(f"--backends: {sorted(unknown)} not in {BACKENDS}")
     if args.threads:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as temp:
         work = Path(temp)
         cohort = args.cohort or generate_cohort(work / "cohort", patients=args.patients,
                                                 test_patients=0, format="dicom", size=args.size)
-        result = run(cohort, work)
+        result = run(cohort, work, backends)
     print(f"cohort: {args.cohort or f'synthetic, size {args.size}'}; cnn3d on {list(SEQUENCES)}")
     print(table(result))
+    if backends:
+        print(f"\nbackends (the same {len(result['patients'])} patients, this process):")
+        print(backend_table(result["backends"]))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return 0

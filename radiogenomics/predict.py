@@ -1,5 +1,6 @@
 """Predict a cohort: `radiogenomics predict ckpt_path=<ckpt | run dir | multirun dir> data.root=DIR`
-(also `python predict.py ...` in a checkout).
+(also `python predict.py ...` in a checkout); an export folder (`radiogenomics export`) as
+ckpt_path predicts with its ONNX or TorchScript network.
 
 Loads the model(s) with the training run's config, predicts every patient, writes
 submission.csv, predictions.csv and errors.csv (segmenters: masks and segmentations.csv;

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import nibabel as nib
 import numpy as np
 import pandas as pd
@@ -21,6 +22,8 @@ from torch import nn
 from radiogenomics.data.readers import load_volume
 from radiogenomics.data.transforms import PreprocessConfig
 from radiogenomics.errors import RadiogenomicsError
+from radiogenomics.evaluation.overlays import focus_point
+from radiogenomics.inference import pipeline, runner
 from radiogenomics.inference.runner import CohortPredictor
 from radiogenomics.inference.trained_models import SliceSampling, TrainedModel
 from radiogenomics.interpret.slice_batch import to_slices
@@ -193,15 +196,41 @@ def test_fold_ensemble_is_the_mean_of_its_members(folds, tiny_cohort, tmp_path) 
     assert np.allclose(table.probability, table[["member_0", "member_1"]].mean(axis=1))
 
 
-def test_gradcam_maps_open_over_the_scan_they_explain(folds, tiny_cohort, tmp_path) -> None:
+def test_gradcam_maps_open_over_the_scan_they_explain(folds, tiny_cohort, tmp_path,
+                                                     monkeypatch) -> None:
+    drawn = {}
+    draw = runner.write_map_figure
+
+    def keep(view, path, explainer, title):
+        drawn[path.name] = view, title
+        return draw(view, path, explainer, title)
+
+    monkeypatch.setattr(runner, "write_map_figure", keep)
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     _predict(tmp_path, f"ckpt_path={folds / '1'}", f"data.root={tiny_cohort}",
-             "interpret=gradcam", "interpret.layer=backbone.layer2")
-    for patient in _ids(tiny_cohort / "rsna" / "test"):
+             "interpret=gradcam", "interpret.layer=backbone.layer2", "logger=tensorboard")
+    patients = _ids(tiny_cohort / "rsna" / "test")
+    for patient in patients:
         heatmap = nib.load(tmp_path / "maps" / f"{patient}_gradcam.nii.gz")
         scan = load_volume(tiny_cohort / "rsna" / "test" / patient / SEQUENCES[0])
         assert heatmap.shape == scan.array.shape
         assert np.allclose(heatmap.affine, scan.affine, atol=1e-3)
         assert (tmp_path / "maps" / f"{patient}_gradcam.png").is_file()
+        # the figure: the scan at its own resolution (not the 16-voxel input), the map on it,
+        # slices through the case's tumour, and the patient's prediction in the title
+        view, title = drawn[f"{patient}_gradcam.png"]
+        assert view.scan.array.shape == scan.array.shape and view.scan.array.shape != (16,) * 3
+        np.testing.assert_allclose(view.heatmap, heatmap.get_fdata(), atol=1e-5)
+        assert view.tumour is not None and view.tumour.any()
+        point = focus_point(view.scan.array, view.heatmap, view.tumour)
+        assert all(np.take(view.tumour, index, axis=axis).any()
+                   for axis, index in enumerate(point))
+        assert title.startswith(f"patient {patient}: predicted ") and "methylated" in title
+    events = EventAccumulator(str(next((tmp_path / "tensorboard").rglob("events.*")).parent))
+    events.Reload()
+    assert {f"maps/{patient}_gradcam" for patient in patients} <= set(events.Tags()["images"])
 
 
 def test_tta_uncertainty_is_written_next_to_the_predictions(folds, tiny_cohort,
@@ -229,7 +258,15 @@ def unet_run(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 
 def test_segmenter_writes_masks_on_the_scan_volumes_and_dice(unet_run, tiny_cohort,
-                                                             tmp_path) -> None:
+                                                             tmp_path, monkeypatch) -> None:
+    titles = {}
+    draw = pipeline.write_segmentation_figure
+
+    def keep(case, mask, preprocessor, path, title):
+        titles[path.name] = title
+        return draw(case, mask, preprocessor, path, title)
+
+    monkeypatch.setattr(pipeline, "write_segmentation_figure", keep)
     result, report = _predict(tmp_path / "out", f"ckpt_path={unet_run}",
                               f"data.root={tiny_cohort}")
     table = pd.read_csv(tmp_path / "out" / "segmentations.csv", dtype={"BraTS21ID": str})
@@ -241,6 +278,16 @@ def test_segmenter_writes_masks_on_the_scan_volumes_and_dice(unet_run, tiny_coho
         assert mask.shape == scan.array.shape
         assert set(np.unique(mask.get_fdata())) <= {0, 1, 2, 4}  # BraTS 2021 codes
     assert report is not None and "dice_wt" in report.metrics
+    # the best and worst of the two test patients by whole-tumour Dice, drawn and reported
+    ranked = table.sort_values(["dice_wt", "BraTS21ID"], ascending=[False, True]).BraTS21ID
+    assert set(report.figures) >= {"segmentation_best", "segmentation_worst"}
+    page = report.markdown.read_text()
+    for rank, patient in (("best", ranked.iloc[0]), ("worst", ranked.iloc[-1])):
+        figure = plt.imread(tmp_path / "out" / f"segmentation_{rank}.png")
+        assert figure.shape[0] > 600 and figure.shape[1] > 600
+        assert f"![segmentation_{rank}](segmentation_{rank}.png)" in page
+        assert titles[f"segmentation_{rank}.png"].startswith(
+            f"{rank} of 2 patients by whole-tumour Dice: patient {patient}, Dice WT ")
 
 
 @pytest.mark.parametrize("method, samples", [("tta", 4), ("mc_dropout", 3)])

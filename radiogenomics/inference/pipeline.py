@@ -29,11 +29,14 @@ from radiogenomics.evaluation.calibration import CALIBRATION_FILE, DESCRIPTIONS,
 from radiogenomics.evaluation.report import (
     EvaluationReport,
     ModelComparison,
+    log_figures,
     log_report,
     write_classification_report,
     write_segmentation_report,
 )
 from radiogenomics.inference import outputs
+from radiogenomics.inference.exported import ExportedNet, refuse_gradient_tools
+from radiogenomics.inference.figures import ranked_cases, write_segmentation_figure
 from radiogenomics.inference.runner import (
     CohortPrediction,
     CohortPredictor,
@@ -148,7 +151,8 @@ def segment(cfg: DictConfig, models: list[TrainedModel], cohort: Cohort,
         raise RadiogenomicsError("interpret= explains classifiers -> predict a segmenter with "
                                  "interpret=none (uncertainty=tta or mc_dropout gives maps)")
     uncertainty = _tool(cfg, "uncertainty")
-    result = CohortSegmenter(models, out_dir, uncertainty=uncertainty).segment(cohort)
+    segmenter = CohortSegmenter(models, out_dir, uncertainty=uncertainty)
+    result = segmenter.segment(cohort)
     outputs.write_segmentations(result, out_dir / "segmentations.csv")
     if uncertainty is not None:
         outputs.write_segmentation_uncertainty(result, out_dir / "uncertainty.csv")
@@ -157,7 +161,26 @@ def segment(cfg: DictConfig, models: list[TrainedModel], cohort: Cohort,
         return result, None
     return result, write_segmentation_report(
         out_dir, scores, title="Segmentation", notes=_notes(cohort, models, len(scores),
-                                                            result.failures))
+                                                            result.failures),
+        cases=_ranked_figures(result, cohort, segmenter, out_dir))
+
+
+def _ranked_figures(result: CohortSegmentation, cohort: Cohort, segmenter: CohortSegmenter,
+                    out_dir: Path) -> dict[str, Path]:
+    """``segmentation_<best|median|worst>.png``: scan, truth and prediction of the patients
+    of best, median and worst whole-tumour Dice."""
+    scored = {p.id: p for p in result.patients if p.scores and p.mask is not None}
+    ranks = ranked_cases({pid: p.scores["dice_wt"] for pid, p in scored.items()})
+    cases = {case["id"]: case for case in cohort.cases}
+    figures = {}
+    for rank, pid in ranks.items():
+        dice = scored[pid].scores["dice_wt"]
+        figures[f"segmentation_{rank}"] = write_segmentation_figure(
+            cases[pid], scored[pid].mask, segmenter.preprocessor,
+            out_dir / f"segmentation_{rank}.png",
+            f"{rank} of {len(scored)} patients by whole-tumour Dice: patient {pid}, "
+            f"Dice WT {dice:.3f}")
+    return figures
 
 
 def _notes(cohort: Cohort, models: list[TrainedModel], evaluated: int,
@@ -191,6 +214,8 @@ def predict_cohort(cfg: DictConfig) -> tuple[Result, EvaluationReport | None]:
                  len(removed), out_dir)
     device = resolve_device(cfg.device)
     models = load_models(cfg.ckpt_path, cfg.checkpoint, device)
+    if any(isinstance(m.net, ExportedNet) for m in models):
+        refuse_gradient_tools(cfg.get("interpret"), cfg.get("uncertainty"))
     trained_data = models[0].config.data
     formats = trained_data.get("cohort_options") or {}
     cohort = prediction_cohort(
@@ -213,5 +238,15 @@ def predict_cohort(cfg: DictConfig) -> tuple[Result, EvaluationReport | None]:
     log.info(outputs.summary_line(result))
     if report is not None:
         log.info("report: %s", report.markdown)
-        log_report(report, rc.instantiate_group(cfg.get("logger"), "logger"))
+    maps = {path.name.removesuffix(".png"): path for path in getattr(result, "maps", [])
+            if path.suffix == ".png"}
+    if report is not None or maps:
+        loggers = rc.instantiate_group(cfg.get("logger"), "logger")
+        log_figures(maps, loggers, "maps")
+        if report is not None:
+            log_report(report, loggers)
+        else:
+            for logger in loggers:
+                logger.save()
+                logger.finalize("success")
     return result, report

@@ -1,7 +1,8 @@
 """Trained models from run directories: the saved config rebuilds them, the checkpoint fills them.
 
 What a run directory holds, and how its config and checkpoints are found and read, is
-`radiogenomics.runs`.
+`radiogenomics.runs`; an export folder's network (`radiogenomics.inference.exported`) takes
+the place of the trained net in the module its config rebuilds.
 """
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ from radiogenomics.data.slices import PLANE_AXIS, select_slices
 from radiogenomics.data.transforms import PreprocessConfig
 from radiogenomics.errors import CheckpointError, RadiogenomicsError
 from radiogenomics.evaluation.aggregation import aggregate
+from radiogenomics.inference.exported import (
+    ExportedNet,
+    is_export_folder,
+    read_manifest,
+)
 from radiogenomics.interpret.slice_batch import to_slices
 from radiogenomics.runs import (
     RUN_CONFIG,
@@ -122,20 +128,34 @@ def load_model(run_dir: Path, checkpoint: Path, device: torch.device | str = "cp
     if "pretrained_path" in net_config:
         with open_dict(net_config):
             net_config.pretrained_path = None  # the checkpoint holds every weight
-    net = rc.instantiate(net_config)
-    module = rc.instantiate(config.model, net=net)
+    module = rc.instantiate(config.model, net=rc.instantiate(net_config))
     try:
         module.load_state_dict(read_state_dict(checkpoint))
     except RuntimeError as err:
         raise CheckpointError(f"{checkpoint} does not fit the model of {run_dir / RUN_CONFIG}"
                               f": {err}") from err
+    return _trained(config, module, run_dir, checkpoint, name, device)
+
+
+def load_exported(folder: Path, device: torch.device | str = "cpu") -> TrainedModel:
+    """An export folder's network (ONNX or TorchScript) inside its trained LightningModule."""
+    manifest = read_manifest(folder)
+    config = read_config(folder)
+    model_file = folder / manifest["model_file"]
+    module = rc.instantiate(config.model, net=ExportedNet(model_file))
+    return _trained(config, module, folder, model_file, folder.name, device)
+
+
+def _trained(config: DictConfig, module: nn.Module, run_dir: Path, checkpoint: Path,
+             name: str | None, device: torch.device | str) -> TrainedModel:
+    """The model with the preprocessing and slicing of its training data config."""
     datamodule = rc.instantiate(config.data)
     preprocess = getattr(datamodule, "preprocess", None)
     if not isinstance(preprocess, PreprocessConfig):
         raise RadiogenomicsError(
             f"the data config of {run_dir} ({config.data.get('_target_')}) has no volumetric "
             "preprocessing: predict.py serves models trained on MRIDataModule cohorts")
-    log.info("loaded %s (%s)", checkpoint, type(net).__name__)
+    log.info("loaded %s (%s)", checkpoint, type(module.net).__name__)
     return TrainedModel(
         name=name or run_dir.name, run_dir=run_dir, checkpoint=checkpoint, config=config,
         module=module.eval().to(device),
@@ -146,7 +166,10 @@ def load_model(run_dir: Path, checkpoint: Path, device: torch.device | str = "cp
 
 def load_models(ckpt_path: str | Path, which: str = "best",
                 device: torch.device | str = "cpu") -> list[TrainedModel]:
-    """Every model `ckpt_path` names (one, or the members of a fold ensemble)."""
+    """Every model `ckpt_path` names (one, or the members of a fold ensemble); an export
+    folder (`radiogenomics.inference.export`) is one model."""
+    if is_export_folder(ckpt_path):
+        return [load_exported(Path(ckpt_path).expanduser(), device)]
     runs = find_runs(ckpt_path)
     models = [load_model(run_dir, checkpoint or choose_checkpoint(run_dir, which), device)
               for run_dir, checkpoint in runs]
