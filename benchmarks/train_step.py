@@ -45,11 +45,14 @@ def time_steps(step: Callable[[], None], steps: int, device: str) -> float:
 
 
 def measure_step(channels: int, size: list[int], batch: int, steps: int, precision: str,
-                 channels_last: bool) -> dict[str, float]:
-    """Forward + backward + Adam step of cnn3d on random data; returns samples/s and memory."""
+                 channels_last: bool, cudnn_benchmark: bool = False) -> dict[str, float]:
+    """Forward + backward + Adam step of cnn3d on random data; returns samples/s and memory.
+    `cudnn_benchmark`: let cuDNN time its convolution algorithms on the first step
+    (``trainer.benchmark=true``) instead of choosing them by heuristics."""
     from radiogenomics.models.nets.resnet3d import ResNet3D
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.backends.cudnn.benchmark = cudnn_benchmark
     net = ResNet3D(in_channels=channels, num_classes=1).to(device)
     x = torch.randn(batch, channels, *size, device=device)
     if channels_last:
@@ -93,11 +96,13 @@ def compose_train(overrides: Sequence[str]) -> Any:
 
 
 def data_wait_share(cohort: Path, cache_dir: Path, epochs: int = 2,
-                    overrides: Sequence[str] = ()) -> dict[str, Any]:
+                    overrides: Sequence[str] = (), precision: str = "32-true",
+                    cudnn_benchmark: bool | None = None) -> dict[str, Any]:
     """Share of training-step time spent waiting for batches, training cnn3d as configured
     (conf/train.yaml with model=cnn3d: its default data, batch, augmentation and DataLoader
     workers) on the DICOM cohort at `cohort`, from the preprocessing cache at `cache_dir`
-    (filled first, not timed)."""
+    (filled first, not timed). The first epoch (worker start-up, kernel selection) is not
+    counted when there are more; on a GPU each step is synchronised before it is timed."""
     import lightning.pytorch as pl
 
     from radiogenomics import config as rc
@@ -109,18 +114,22 @@ def data_wait_share(cohort: Path, cache_dir: Path, epochs: int = 2,
             self._end: float | None = None
             self._start = 0.0
 
-        def on_train_epoch_start(self, *args: object) -> None:
+        def on_train_epoch_start(self, trainer: pl.Trainer, *args: object) -> None:
+            self.counting = trainer.current_epoch >= min(1, epochs - 1)
             self._end = time.perf_counter()
 
         def on_train_batch_start(self, *args: object) -> None:
             self._start = time.perf_counter()
-            if self._end is not None:
+            if self._end is not None and self.counting:
                 self.wait += self._start - self._end
 
         def on_train_batch_end(self, *args: object) -> None:
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
             self._end = time.perf_counter()
-            self.compute += self._end - self._start
-            self.steps += 1
+            if self.counting:
+                self.compute += self._end - self._start
+                self.steps += 1
 
     cfg = compose_train(["model=cnn3d", f"data.root={cohort}", f"data.cache_dir={cache_dir}",
                          "data.synthetic=null", "data.test_split=val", *overrides])
@@ -129,6 +138,7 @@ def data_wait_share(cohort: Path, cache_dir: Path, epochs: int = 2,
     model = rc.instantiate(cfg.model)
     timer = StepTimer()
     trainer = pl.Trainer(max_epochs=epochs, accelerator="auto", devices=1, logger=False,
+                         precision=precision, benchmark=cudnn_benchmark,
                          enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, callbacks=[timer],
                          num_sanity_val_steps=0, limit_val_batches=0,
@@ -138,6 +148,9 @@ def data_wait_share(cohort: Path, cache_dir: Path, epochs: int = 2,
     return {"data_wait_share": timer.wait / total, "wait_s": timer.wait,
             "compute_s": timer.compute, "steps": timer.steps, "epochs": epochs,
             "batch_size": datamodule.batch_size, "num_workers": datamodule.num_workers,
+            "augment_on": datamodule.augment_on, "precision": precision,
+            "cudnn_benchmark": cudnn_benchmark, "timed_epochs": max(1, epochs - 1),
+            "samples_per_s": timer.steps * datamodule.batch_size / total,
             "train_patients": len(datamodule.train_cases),
             "input": [len(datamodule.sequences), *datamodule.preprocess.spatial_size]}
 
@@ -152,28 +165,35 @@ def main() -> None:
     parser.add_argument("--patients", type=int, default=40,
                         help="synthetic patients of the data-wait run")
     parser.add_argument("--epochs", type=int, default=3, help="epochs of the data-wait run")
+    parser.add_argument("--winner-workers", type=int, default=8,
+                        help="DataLoader workers of the rsna_winner data-wait run (GPU only)")
     args = parser.parse_args()
 
     gpu = torch.cuda.is_available()
     winner_batch = args.winner_batch or (8 if gpu else 2)
-    configs = [("default input", 2, [32, 32, 32], 8, "32-true", False),
-               ("winner input", 1, [256, 256, 64], winner_batch, "32-true", False)]
+    configs = [("default input", 2, [32, 32, 32], 8, "32-true", False, False),
+               ("winner input", 1, [256, 256, 64], winner_batch, "32-true", False, False)]
     if gpu:
-        configs += [("winner input", 1, [256, 256, 64], winner_batch, "bf16-mixed", False),
-                    ("winner input", 1, [256, 256, 64], winner_batch, "bf16-mixed", True)]
+        winner = ("winner input", 1, [256, 256, 64], winner_batch)
+        configs += [(*winner, "bf16-mixed", False, False),
+                    (*winner, "bf16-mixed", True, False),
+                    (*winner, "32-true", False, True),
+                    (*winner, "bf16-mixed", False, True),
+                    (*winner, "bf16-mixed", True, True)]
     rows = []
-    for name, channels, size, batch, precision, channels_last in configs:
+    for name, channels, size, batch, precision, channels_last, bench in configs:
         result = run_isolated(channels=channels, size=size, batch=batch, steps=args.steps,
-                              precision=precision, channels_last=channels_last)
+                              precision=precision, channels_last=channels_last,
+                              cudnn_benchmark=bench)
         rows.append({"case": name, "input": f"{channels}x" + "x".join(map(str, size)),
                      "batch": batch, "precision": precision, "channels_last_3d": channels_last,
-                     **result})
+                     "cudnn_benchmark": bench, **result})
     print(f"{'case':<14} {'input':<14} {'batch':>5} {'precision':<11} {'cl3d':<5} "
-          f"{'samples/s':>10} {'peak MB':>9} device")
+          f"{'cudnn bm':<8} {'samples/s':>10} {'peak MB':>9} device")
     for r in rows:
         print(f"{r['case']:<14} {r['input']:<14} {r['batch']:>5} {r['precision']:<11} "
-              f"{str(r['channels_last_3d']):<5} {r['samples_per_s']:>10.2f} "
-              f"{r['peak_mb']:>9.0f} {r['device']}")
+              f"{str(r['channels_last_3d']):<5} {str(r['cudnn_benchmark']):<8} "
+              f"{r['samples_per_s']:>10.2f} {r['peak_mb']:>9.0f} {r['device']}")
     results: dict[str, object] = {"steps": rows}
     if not args.skip_data:
         from radiogenomics.data.synthetic import generate_cohort
@@ -182,9 +202,23 @@ def main() -> None:
             cohort = generate_cohort(Path(tmp) / "cohort", patients=args.patients,
                                      test_patients=0, format="dicom", size=32)
             wait = data_wait_share(cohort, Path(tmp) / "cache", epochs=args.epochs)
-        print(f"\ndata wait from the cache: {100 * wait['data_wait_share']:.1f}% of step time "
-              f"(num_workers={wait['num_workers']}; target < 5%)")
-        results["data_wait"] = wait
+            print(f"\ndata wait from the cache: {100 * wait['data_wait_share']:.1f}% of step "
+                  f"time (num_workers={wait['num_workers']}; target < 5%)")
+            results["data_wait"] = wait
+            if gpu:  # the rsna_winner recipe as a GPU trains it: 8 workers, bf16, cl3d
+                winner = data_wait_share(
+                    cohort / "rsna", Path(tmp) / "cache", epochs=args.epochs,
+                    overrides=["experiment=rsna_winner", "data.n_folds=2", "data.layout=rsna",
+                               f"data.splits_dir={Path(tmp) / 'splits'}",
+                               f"data.num_workers={args.winner_workers}",
+                               "model.channels_last=true"],
+                    precision="bf16-mixed", cudnn_benchmark=True)
+                print(f"rsna_winner at 1x256x256x64, batch 8, bf16, channels_last_3d, "
+                      f"cudnn benchmark, "
+                      f"{winner['num_workers']} workers, augment_on={winner['augment_on']}: "
+                      f"{winner['samples_per_s']:.1f} samples/s, data wait "
+                      f"{100 * winner['data_wait_share']:.1f}% of step time")
+                results["winner_data_wait"] = winner
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 

@@ -1,5 +1,6 @@
 """Multi-process (DDP) plumbing: a job's extra processes run that job, its process group is
-closed when it ends, and the trainer settings fit the machine the run starts on."""
+closed when it ends, processes started by torchrun or srun share one run directory that rank 0
+alone writes, and the trainer settings fit the machines the run starts on."""
 
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ DDP_COMMAND_ENV = "RADIOGENOMICS_DDP_COMMAND"
 """Where a job leaves the command line of its extra DDP processes (read by train.py)."""
 _DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
 _FLAGS_WITH_VALUE = ("-cp", "-cn", "-cd", "--config-path", "--config-name", "--config-dir")
+RANK_WITHOUT_FILES = ["hydra.output_subdir=null", "hydra.job_logging.root.handlers=[console]",
+                      "~hydra.job_logging.handlers.file"]
+"""Overrides of a process of rank > 0 started by torchrun or srun: no `.hydra/`, no log file
+(its log goes to the console, which the launcher keeps): the run directory is rank 0's."""
 
 
 def ddp_process_command(argv: list[str], overrides: list[str], output_dir: str) -> list[str]:
@@ -56,6 +61,47 @@ def adopt_parent_job() -> None:
         sys.argv = json.loads(os.environ[DDP_COMMAND_ENV])
 
 
+def launched_rank() -> tuple[int, int] | None:
+    """(global rank, world size) of a process that torchrun or srun started as one of several
+    (as Lightning detects them: TorchElasticEnvironment, SLURMEnvironment); else None."""
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        rank, world = os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "1")
+    elif "SLURM_NTASKS" in os.environ and os.environ.get("SLURM_JOB_NAME") not in (
+            "bash", "interactive"):
+        rank, world = os.environ.get("SLURM_PROCID", "0"), os.environ["SLURM_NTASKS"]
+    else:
+        return None
+    return (int(rank), int(world)) if int(world) > 1 else None
+
+
+def join_launched_job(argv: list[str] | None = None) -> None:
+    """In a process that torchrun or srun started as one of several: check that every process
+    is given the same run directory, and keep all but rank 0 from writing into it.
+
+    Each process composes its own config, so the default run directory (named by the time)
+    could differ between machines; ``hydra.run.dir`` on the command line names one folder,
+    on a file system all machines share. Call before ``hydra.main``.
+    """
+    launched = launched_rank()
+    if launched is None:
+        return
+    rank, world = launched
+    argv = sys.argv if argv is None else argv
+    if any(arg in ("-m", "--multirun") for arg in argv[1:]):
+        raise ConfigError(f"a multirun cannot be started by torchrun or srun ({world} "
+                          "processes would each start the sweep)", key="-m",
+                          hint="start one run per torchrun/srun, or use hydra/launcher=slurm "
+                               "for sweeps")
+    if not any(arg.startswith("hydra.run.dir=") for arg in argv[1:]):
+        raise ConfigError(f"this run has {world} processes started by torchrun or srun, each "
+                          "with its own clock: they need one run directory", key="hydra.run.dir",
+                          hint="add hydra.run.dir=<a folder on a file system every machine "
+                               "sees>, the same on every machine (e.g. logs/train/runs/"
+                               "$SLURM_JOB_ID)")
+    if rank > 0:
+        argv += [arg for arg in RANK_WITHOUT_FILES if arg not in argv]
+
+
 @contextlib.contextmanager
 def ddp_session() -> Iterator[None]:
     """Close the process group a job's DDP opened and restore the distributed environment
@@ -85,6 +131,15 @@ def check_trainer(cfg: DictConfig) -> None:
         raise ConfigError("a GPU is asked for but no CUDA GPU is visible", key="trainer",
                           hint="use trainer=cpu, or trainer=default (picks the GPU when there "
                                "is one)")
+    launched = launched_rank()
+    devices, nodes = cfg.trainer.get("devices"), cfg.trainer.get("num_nodes", 1)
+    if launched and isinstance(devices, int) and devices > 0 and devices * nodes != launched[1]:
+        raise ConfigError(f"trainer.num_nodes={nodes} x trainer.devices={devices} is not the "
+                          f"{launched[1]} processes torchrun or srun started",
+                          key="trainer.num_nodes",
+                          hint="set trainer.num_nodes to the machines (torchrun --nnodes, "
+                               "srun --nodes) and trainer.devices to the processes on each "
+                               "(--nproc_per_node, --ntasks-per-node)")
     max_epochs, max_steps = cfg.trainer.get("max_epochs"), cfg.trainer.get("max_steps", -1)
     if max_epochs is not None and max_epochs < 1 and max_steps in (None, -1) \
             and not cfg.trainer.get("max_time") and not cfg.trainer.get("fast_dev_run"):

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from radiogenomics import config as rc
 from radiogenomics.callbacks import DataSetupRecord, DivergenceGuard, EpochSeed, SyncEpochMetrics
-from radiogenomics.distributed import adopt_parent_job, check_trainer
+from radiogenomics.distributed import adopt_parent_job, check_trainer, join_launched_job
 from radiogenomics.loggers import drop_logger_callbacks, log_hyperparameters
 from radiogenomics.model_card import write_model_card
 from radiogenomics.models.compat import check_input_size, check_model_fits_data
@@ -92,10 +92,15 @@ def main(cfg: DictConfig) -> float | None:
     return rc.metric_value(metrics, cfg.get("optimized_metric"))
 
 
+def _launched_main() -> None:
+    join_launched_job()  # torchrun/srun: one run directory, written by rank 0 alone
+    main()
+
+
 def cli() -> None:
     """The command line: one message and exit 2 for a user error (see `config.run_cli`)."""
     adopt_parent_job()  # a DDP process of a job runs that job, not the parent's multirun
-    rc.run_cli(main)
+    rc.run_cli(_launched_main)
 
 
 if __name__ == "__main__":

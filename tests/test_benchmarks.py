@@ -127,3 +127,67 @@ def test_zoo_summary_is_the_best_validation_epoch_and_the_test_of_its_checkpoint
     summary = summarise(rows, "val/acc")
     assert summary == {"epochs": 3, "best_val": 0.9, "best_epoch": 1, "test": 0.85,
                        "val/series_acc_plane": 1.0, "test/series_acc_plane": 0.95}
+
+
+def test_the_scale_table_compares_each_step_with_its_floor_and_projects_the_cohort(
+        capsys) -> None:
+    """benchmarks/scale.py: x floor is the step's time over read + decode with as many
+    processes; the projection scales the measured MB/s to the RSNA training cohort."""
+    from benchmarks.scale import RSNA_BYTES, report
+
+    runs = []
+    for workers, factor in ((1, 1.0), (2, 0.6)):
+        for name, seconds in (("read bytes (floor)", 1.0), ("pydicom decode (floor)", 3.0),
+                              ("convert to NIfTI", 6.0), ("cache preparation", 10.0)):
+            runs.append({"name": name, "workers": workers, "seconds": seconds * factor,
+                         "peak_mb": 500.0, "cache_bytes": 4_000_000})
+    results = {"patients": 2, "files": 1000, "bytes": 400e6, "cpus": 2, "runs": runs}
+    report(results)
+    out = capsys.readouterr().out
+    prepare = next(r for r in runs if r["name"] == "cache preparation" and r["workers"] == 1)
+    assert prepare["x_floor"] == pytest.approx(10.0 / 4.0)
+    assert "2.50" in out and "cache size: 2.0 MB/patient" in out
+    projection = results["projection_min"]["cache preparation"]
+    assert projection["1"] == pytest.approx(RSNA_BYTES / 40e6 / 60)
+    # two workers ran 1/0.6 times faster: efficiency 0.83, the 16-core figure uses it
+    assert projection["16"] == pytest.approx(RSNA_BYTES / (40e6 * 16 * (1 / 0.6) / 2) / 60)
+
+
+def test_the_loader_feeds_the_gpu_rate_that_train_step_measured(tmp_path: Path) -> None:
+    from benchmarks.loader import feed_rate
+
+    rows = [{"case": "winner input", "device": "cuda", "precision": "32-true",
+             "channels_last_3d": False, "samples_per_s": 26.0},
+            {"case": "winner input", "device": "cuda", "precision": "bf16-mixed",
+             "channels_last_3d": True, "samples_per_s": 27.5}]
+    measured = tmp_path / "train_step.json"
+    measured.write_text(json.dumps({"steps": rows}))
+    assert feed_rate(measured, 64.0) == (27.5, "train_step bf16-mixed channels_last_3d")
+    measured.write_text(json.dumps({"steps": [{**rows[0], "device": "cpu"}]}))
+    assert feed_rate(measured, 64.0) == (64.0, "target")
+    assert feed_rate(None, 64.0) == (64.0, "target")
+
+
+@pytest.mark.slow
+def test_the_loader_benchmark_prints_both_augmentation_places(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "benchmarks/loader.py", "--patients", "4",
+                          "--size", "32", "--batches", "2", "--workers", "1", "--repeats", "1",
+                          "--json", str(tmp_path / "l.json")], cwd=ROOT, capture_output=True,
+                         text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads((tmp_path / "l.json").read_text())
+    assert result["input"] == [1, 256, 256, 64]
+    assert set(result["samples_per_s"]) == {"workers", "device"}
+    assert "augment on device" in out.stdout
+
+
+@pytest.mark.slow
+def test_the_scale_benchmark_runs_on_full_size_patients(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "benchmarks/scale.py", "--patients", "1",
+                          "--workers", "1", "--workdir", str(tmp_path),
+                          "--json", str(tmp_path / "s.json")], cwd=ROOT, capture_output=True,
+                         text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads((tmp_path / "s.json").read_text())
+    assert result["files"] > 100 and all(r["peak_mb"] > 50 for r in result["runs"])
+    assert "projected for the RSNA training cohort" in out.stdout

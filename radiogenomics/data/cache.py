@@ -160,6 +160,9 @@ class CaseCache:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        self.read_only = False
+        """Never write (a cache shared by several machines, filled by one process): a missing
+        or damaged entry is then an error, not rebuilt."""
 
     def sources(self, case: Case) -> dict[str, Any]:
         """Source files (or folders) of a case that its entry is computed from."""
@@ -212,8 +215,14 @@ class CaseCache:
         When another process put a valid entry there first, it is kept and ours dropped; a
         damaged one is renamed aside (never seen half-replaced) and then deleted.
         """
-        self.root.mkdir(parents=True, exist_ok=True)
         final = entry or self.entry(case)
+        if self.read_only:
+            raise DataError("the preprocessing cache entry is missing or damaged, and this "
+                            "process only reads the cache (filled by rank 0)",
+                            patient=case["id"], path=final,
+                            hint="fill the cache again: radiogenomics prepare with the run's "
+                                 "data overrides")
+        self.root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{case['id']}-", dir=self.root))
         try:
             self._save(tmp, case, result)

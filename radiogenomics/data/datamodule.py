@@ -17,6 +17,7 @@ from monai.transforms import Randomizable
 from torch.utils.data import DataLoader, Dataset
 
 from radiogenomics.data.augment import AugmentConfig, augmentation
+from radiogenomics.data.batch_augment import BatchAugment
 from radiogenomics.data.cache import PreprocessCache
 from radiogenomics.data.case import SEQUENCES, Case, canonical_sequence
 from radiogenomics.data.cohorts import load_cohort, require_label
@@ -27,6 +28,9 @@ from radiogenomics.errors import CohortError, ConfigError, Failure
 log = logging.getLogger(__name__)
 
 SEGMENTATION_TARGET = "seg"
+AUGMENT_ON = ("workers", "device")
+"""Where training batches are augmented: in the DataLoader workers (MONAI, per sample) or
+on the model's device after the batch is moved there (data/batch_augment.py)."""
 
 
 def default_data_dir() -> Path:
@@ -110,11 +114,13 @@ class CachedVolumeDataset(Dataset):
     """Cases served from the preprocessing cache, with random augmentation on each draw."""
 
     def __init__(self, cases: list[Case], cache: PreprocessCache, target: str | None,
-                 transform: Any = None) -> None:
+                 transform: Any = None, half: bool = False) -> None:
         self.cases = cases
         self.cache = cache
         self.target = target
         self.transform = transform
+        self.half = half
+        """Serve the cache's float16 image as is (widened on the model's device)."""
 
     def __len__(self) -> int:
         return len(self.cases)
@@ -122,10 +128,11 @@ class CachedVolumeDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         case = self.cases[index]
         arrays = self.cache.load(case)
+        image = torch.from_numpy(np.array(arrays["image"]))
         item: dict[str, Any] = {
             "id": case["id"],
             # copy the float16 bytes, then let torch widen them: ~7x faster than numpy's cast
-            "image": torch.from_numpy(np.array(arrays["image"])).float(),
+            "image": image if self.half and image.dtype == torch.float16 else image.float(),
         }
         if "seg" in arrays:
             item["seg"] = torch.from_numpy(np.array(arrays["seg"])).long()
@@ -152,7 +159,9 @@ class MRIDataModule(pl.LightningDataModule):
 
     ``target`` is the label the model needs (``mgmt``, ``grade``, ``survival_class``,
     ``seg``); asking a cohort for a label it lacks raises an error naming a data config
-    that has it. The test set is the cohort's labelled ``test`` split when
+    that has it. In DDP, the process that runs ``prepare_data`` (global rank 0 with
+    ``shared_cache``, else local rank 0 of each machine) fills the cache and writes the
+    splits; the others only read both. The test set is the cohort's labelled ``test`` split when
     ``test_split="test"``, or the fold's validation patients when ``test_split="val"``.
     """
 
@@ -176,7 +185,9 @@ class MRIDataModule(pl.LightningDataModule):
         prepare_workers: int | None = None,
         pin_memory: bool | None = None,
         cache_dir: str | None = None,
+        shared_cache: bool = True,
         augment: dict[str, Any] | None = None,
+        augment_on: str = "workers",
         patch_size: Sequence[int] | None = None,
         cohort_options: dict[str, Any] | None = None,
         synthetic: dict[str, Any] | None = None,
@@ -219,7 +230,16 @@ class MRIDataModule(pl.LightningDataModule):
         cache_root = Path(cache_dir) if cache_dir else default_data_dir() / "cache" / layout
         self.splits_dir = Path(splits_dir) if splits_dir else cache_root / "splits"
         self.cache = PreprocessCache(cache_root, self.preprocess)
+        # a cache on a file system all machines share is filled by global rank 0 alone (and
+        # read by the others); a node-local one by local rank 0 of each machine
+        self.prepare_data_per_node = not shared_cache
         self.augment = AugmentConfig(**augment) if augment else None
+        if augment_on not in AUGMENT_ON:
+            raise ConfigError(f"must be one of {', '.join(AUGMENT_ON)}, not {augment_on!r}",
+                              key="data.augment_on")
+        self.augment_on = augment_on
+        self.batch_augment = (BatchAugment(self.augment)
+                              if augment_on == "device" and self.augment else None)
         if patch_size is not None and target != SEGMENTATION_TARGET:
             raise ConfigError("crops training patches around the tumour mask: it needs target "
                               f"seg, not {target!r}", key="data.patch_size", hint="set it to null")
@@ -252,20 +272,22 @@ class MRIDataModule(pl.LightningDataModule):
         return self.test_split == "test"
 
     def prepare_data(self) -> None:
-        """Generate the synthetic cohort if absent, then fill the preprocessing cache.
+        """Generate the synthetic cohort if absent, fill the preprocessing cache, then write
+        the splits when absent (so that they too are written by this process alone).
 
         Only a ``synthetic`` root that does not exist yet is ever generated (into a temporary
         sibling folder renamed into place); an existing root is read as it is, never written:
         one whose cohort was generated with other settings than ``data.synthetic`` is an error.
         """
         self.ensure_synthetic()
-        cases = require_label(self._cohort("train"), self.target, self.layout)
-        if self._has_test_split():
-            cases += self._cohort("test")
+        train = require_label(self._cohort("train"), self.target, self.layout)
+        cases = train + (self._cohort("test") if self._has_test_split() else [])
         report = self.cache.prepare(cases, workers=self.prepare_workers)
         if report.prepared:
             log.info("preprocessing cache: %s", report.summary())
         self._handle_failures(report.failed)
+        skipped = {failure.patient for failure in self.skipped}
+        self._load_splits([case for case in train if case["id"] not in skipped])
 
     def ensure_synthetic(self) -> None:
         """Generate the configured synthetic cohort at ``root`` when absent; check it when not."""
@@ -304,19 +326,30 @@ class MRIDataModule(pl.LightningDataModule):
         self._handle_failures(failed)
         return usable
 
+    def _prepares_here(self) -> bool:
+        """Whether this process runs ``prepare_data`` under its trainer (Lightning's rule)."""
+        trainer = self.trainer
+        return trainer is None or trainer.local_rank == 0 and (
+            self.prepare_data_per_node or trainer.node_rank == 0)
+
+    def _load_splits(self, labelled: list[Case]) -> dict[str, Any]:
+        splits_path = self.splits_path()
+        stratify = None if self.target == SEGMENTATION_TARGET else self.target
+        splits = load_or_create_splits(splits_path, labelled, stratify, self.n_folds,
+                                       self.split_seed)
+        log.info("splits: %s", splits_path)
+        return splits
+
     def setup(self, stage: str | None = None) -> None:
         if self.train_cases or self.val_cases:
             return
+        self.cache.read_only = not self._prepares_here()
         cases = self._usable(self._cohort("train"))
         if not cases:
             raise CohortError("no usable case in the cohort", path=self.root,
                               hint="check data.root and data.layout")
         labelled = require_label(cases, self.target, self.layout)
-        splits_path = self.splits_path()
-        stratify = None if self.target == SEGMENTATION_TARGET else self.target
-        self.splits = load_or_create_splits(splits_path, labelled, stratify, self.n_folds,
-                                            self.split_seed)
-        log.info("splits: %s", splits_path)
+        self.splits = self._load_splits(labelled)
         fold = self.splits["folds"][self.fold]
         by_id = {c["id"]: c for c in labelled}
         self.train_cases = [by_id[i] for i in fold["train"] if i in by_id]
@@ -346,9 +379,28 @@ class MRIDataModule(pl.LightningDataModule):
         return self.splits_dir / cohort_key(self.root) / name
 
     def _dataset(self, cases: list[Case], train: bool) -> CachedVolumeDataset:
-        transform = augmentation(self.augment, with_seg=self.preprocess.with_seg,
+        on_device = self.augment_on == "device"
+        transform = augmentation(None if on_device else self.augment,
+                                 with_seg=self.preprocess.with_seg,
                                  patch_size=self.patch_size) if train else None
-        return CachedVolumeDataset(cases, self.cache, self.target, transform)
+        # on the device path the training batches travel as float16 (half the bytes to
+        # collate, pin and copy) and are widened by on_after_batch_transfer
+        return CachedVolumeDataset(cases, self.cache, self.target, transform,
+                                   half=train and on_device)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """On the model's device: widen a float16 image, and with ``augment_on=device``
+        augment each training batch (data/batch_augment.py)."""
+        if not isinstance(batch, dict) or not torch.is_tensor(batch.get("image")):
+            return batch
+        if batch["image"].dtype == torch.float16:
+            batch["image"] = batch["image"].float()
+        trainer = self.trainer
+        if self.batch_augment is not None and trainer is not None and trainer.training:
+            batch["image"], seg = self.batch_augment(batch["image"], batch.get("seg"))
+            if seg is not None:
+                batch["seg"] = seg
+        return batch
 
     def _loader(self, cases: list[Case], train: bool) -> DataLoader:
         dataset = self._dataset(cases, train)

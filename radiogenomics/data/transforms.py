@@ -8,7 +8,6 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from monai import transforms as mt
 from monai.data import MetaTensor
@@ -16,7 +15,7 @@ from monai.data import MetaTensor
 from radiogenomics.data.labels import to_internal
 from radiogenomics.data.readers import load_volume
 from radiogenomics.data.resample import ResampleCropResized, SeparableResized
-from radiogenomics.data.volume import is_nifti
+from radiogenomics.data.volume import c_order, is_nifti
 from radiogenomics.errors import DataError, NiftiError
 
 log = logging.getLogger(__name__)
@@ -73,7 +72,7 @@ class LoadVolumed(mt.MapTransform):
             for note in volume.meta.get("skipped", []):
                 log.warning("patient %s, %s: not read: %s", d.get(self.patient_key), d[key], note)
             d[key] = MetaTensor(
-                torch.from_numpy(np.ascontiguousarray(volume.array, dtype=np.float32))[None],
+                torch.from_numpy(c_order(volume.array))[None],
                 affine=torch.as_tensor(volume.affine, dtype=torch.float64),
                 meta={SOURCE_KEY: str(d[key])},
             )

@@ -401,3 +401,16 @@ def test_slices_without_positions_cannot_be_ordered(series):
         ds.save_as(path, enforce_file_format=True)
     with pytest.raises(DicomError, match="order is unknown"):
         read_dicom(series[0].parent, patient="00005")
+
+
+def test_a_permuted_volume_is_copied_to_c_order_unchanged() -> None:
+    """The tiled copy the loader uses for RAS views of a slice stack (data/volume.py c_order)."""
+    from radiogenomics.data.volume import c_order
+
+    stack = np.random.default_rng(0).normal(size=(37, 70, 45)).astype(np.float32)
+    for axes in [(2, 1, 0), (2, 0, 1), (0, 2, 1), (1, 2, 0), (0, 1, 2)]:
+        view = stack.transpose(axes)
+        copied = c_order(view)
+        assert copied.flags.c_contiguous and copied.dtype == np.float32
+        assert np.array_equal(copied, view)
+    assert c_order(stack.astype(np.int16).transpose(2, 1, 0)).dtype == np.float32
