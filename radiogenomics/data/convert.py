@@ -25,6 +25,7 @@ import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from tqdm import tqdm
@@ -389,9 +390,24 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as error:  # bad input or output folder: exit 2, as train.py and predict.py
         print(f"error: {error}", file=sys.stderr)
         return 2
+    return finish(report, args.output / ERRORS_FILE)
+
+
+class BatchReport(Protocol):
+    """What a batch job over patients reports (conversion, registration)."""
+
+    @property
+    def ok(self) -> bool: ...
+
+    def summary(self) -> str: ...
+
+
+def finish(report: BatchReport, errors: Path) -> int:
+    """Print a batch job's report and where its failures went; its exit status (0: every
+    patient done, 1: some failed, each named in the report and in `errors`)."""
     print(report.summary())
     if not report.ok:
-        print(f"failures written to {args.output / ERRORS_FILE}")
+        print(f"failures written to {errors}")
     return 0 if report.ok else 1
 
 

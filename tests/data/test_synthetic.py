@@ -360,3 +360,73 @@ def test_command_line_refuses_a_folder_of_other_content_with_one_message(
     err = capsys.readouterr().err
     assert "not a synthetic cohort" in err and "--overwrite" in err and "Traceback" not in err
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+# ----------------------------------------------------------------------- full-size preset
+def test_the_fullsize_preset_plans_series_of_the_real_cohorts_size() -> None:
+    """preset=fullsize: 256-512 matrices, 3D series of ~1 mm slices (100+ of them) and 2D
+    stacks of 3-6.5 mm, whatever the NIfTI grid's size; ~600 files per patient as in RSNA."""
+    from radiogenomics.data.synthetic.rsna import plan_series
+
+    settings = make_settings("fullsize", size=SIZE)
+    matrices, thin, thick, files = set(), [], [], 0
+    for index in range(6):
+        patient = simulate_patient(settings, index, f"{index:05d}")
+        for series in plan_series(settings.rng(index, "rsna_geometry"), settings, patient):
+            spacing = np.linalg.norm(series.affine[:3, :3], axis=0)
+            slice_axis = int(np.argmax(np.abs(spacing - np.median(spacing))))
+            in_plane = [n for axis, n in enumerate(series.shape) if axis != slice_axis]
+            matrices.update(in_plane)
+            (thin if spacing[slice_axis] < 2 else thick).append(series.shape[slice_axis])
+            files += series.shape[slice_axis]
+    assert matrices <= {256, 320, 384, 448, 512} and 512 in matrices
+    assert thin and min(thin) > 100 and thick and max(thick) < 80
+    assert 300 < files / 6 < 1000
+
+
+def test_the_default_presets_manifest_is_unchanged_by_the_fullsize_option() -> None:
+    """Cohorts generated before the full-size preset keep matching their manifest."""
+    assert "full_size" not in make_settings("default").as_dict()
+    assert make_settings("fullsize").as_dict()["full_size"] is True
+
+
+# ------------------------------------------------------------------- head pose (moved)
+def test_the_default_presets_bytes_and_manifest_are_unchanged_by_the_pose_settings() -> None:
+    """The pose settings are off in the default preset, so its manifest (and bytes: the
+    tests above) are those of earlier versions; the realistic preset turns them on."""
+    assert not make_settings("default").moved
+    assert not {"max_pose_deg", "max_shift_mm", "max_motion_deg", "max_motion_mm"} & set(
+        make_settings("default").as_dict())
+    realistic = make_settings("realistic")
+    assert realistic.moved and realistic.as_dict()["max_pose_deg"] == 15.0
+
+
+def test_moved_cohort_same_seed_same_bytes_and_ground_truth_in_manifest(tmp_path: Path) -> None:
+    args = {"patients": 2, "seed": 4, "test_patients": 0, "preset": "realistic", "size": 24}
+    first = generate_cohort(tmp_path / "a", workers=1, **args)
+    again = generate_cohort(tmp_path / "b", workers=1, **args)
+    assert hashes(first) == hashes(again)
+    cases = manifest(first)["cases"]
+    transforms = [np.array(c["native_from_template"]["T1wCE"]) for c in cases]
+    assert transforms[0].shape == (4, 4) and not np.allclose(transforms[0], transforms[1])
+
+
+def test_a_moved_patients_nifti_lies_in_template_space_and_its_head_does_not() -> None:
+    """The NIfTI brain of a moved patient is affinely aligned with the MNI152 brain; its
+    ground-truth transform turns and shifts the head by up to the preset's pose."""
+    from radiogenomics.data.synthetic.anatomy import brain_points, load_template
+
+    settings = make_settings("realistic", size=SIZE)
+    template = load_template(settings.voxel_mm)
+    atlas_centre = brain_points(template, step=1).mean(axis=0)
+    atlas_ml = (template.brain > 0.5).sum() / 1000.0  # 1 mm voxels
+    for index in range(3):
+        patient = simulate_patient(settings, index, f"{index:05d}")
+        brain = patient.brain > 0.5
+        assert np.linalg.norm(world_centroid(brain, patient.affine) - atlas_centre) < 5.0
+        assert abs(brain.sum() * settings.voxel_mm ** 3 / 1000.0 / atlas_ml - 1) < 0.06
+        head = patient.native_from_template["T1wCE"]
+        moved = head[:3, :3] @ atlas_centre + head[:3, 3]
+        assert np.linalg.norm(moved - atlas_centre) < 20.0 * np.sqrt(3) + 25.0
+    default = simulate_patient(make_settings("default", size=SIZE), 0, "00000")
+    assert default.native_from_template == {}

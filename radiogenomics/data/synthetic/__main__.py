@@ -27,7 +27,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--test-patients", type=int, default=None,
                         help="how many of the last patients go to rsna/test (default: 20%%)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="default",
-                        help="default: strong MGMT signal; realistic: as hard as the real task")
+                        help="default: strong MGMT signal; realistic: as hard as the real task, "
+                             "the head moved in the scanner")
     parser.add_argument("--size", type=int, default=96,
                         help="voxels from left to right of the NIfTI grid (96: 2 mm, 96x116x96)")
     parser.add_argument("--mgmt-signal", type=float, default=None,

@@ -63,6 +63,12 @@ def _load(kind: str) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(image.dataobj, dtype=np.float32) / 255.0, image.affine
 
 
+def brain_points(template: Template, step: int = 4) -> np.ndarray:
+    """Template world positions (n, 3) of every `step`-th brain voxel along each axis."""
+    index = np.argwhere(template.brain[::step, ::step, ::step] > 0.5) * step
+    return index @ template.affine[:3, :3].T + template.affine[:3, 3]
+
+
 @lru_cache(maxsize=4)
 def load_template(voxel_mm: float) -> Template:
     """The templates, smoothed to the resolution they will be sampled at (cached per process)."""
@@ -77,17 +83,37 @@ def load_template(voxel_mm: float) -> Template:
 
 
 class Warp:
-    """Maps patient world mm to template world mm: random affine plus elastic displacement."""
+    """Maps patient world mm to template world mm: random affine plus elastic displacement.
 
-    def __init__(self, rng: np.random.Generator) -> None:
+    `in_template_space`: the patient world is template space, affinely aligned with the
+    template as BraTS volumes are (`align_to_template`: only the elastic displacement's
+    non-affine part is left); the affine drawn
+    for the anatomy (its size, shape and orientation) is then `template_from_head`, which
+    `pose.py` puts in the scanner's world. The same random draws either way.
+    """
+
+    def __init__(self, rng: np.random.Generator, in_template_space: bool = False) -> None:
         angles = np.deg2rad(rng.uniform(-8.0, 8.0, size=3))
         scale = rng.uniform(0.9, 1.1) * rng.uniform(0.97, 1.03, size=3)
         self.matrix = rotation(angles) @ np.diag(scale)
         shift = rng.uniform(-6.0, 6.0, size=3)
         self.offset = BRAIN_CENTRE_MM + shift - self.matrix @ BRAIN_CENTRE_MM
+        self.template_from_head = np.eye(4)
+        self.template_from_head[:3, :3], self.template_from_head[:3, 3] = self.matrix, self.offset
+        if in_template_space:
+            self.matrix, self.offset = np.eye(3), np.zeros(3)  # see align_to_template
         low, high = FIELD_OF_VIEW_MIN_MM, FIELD_OF_VIEW_MIN_MM + FIELD_OF_VIEW_MM
         self.elastic = SmoothField(rng, low, high, spacing=32.0, components=3)
         self.elastic_mm = rng.uniform(2.0, 4.0)
+
+    def align_to_template(self, points: np.ndarray) -> None:
+        """Choose the affine part so that, over `points` (n, 3; template world), the least-
+        squares affine fit of the whole warp is the identity: the patient world is then
+        template space, up to the elastic displacement's non-affine rest."""
+        design = np.c_[points, np.ones(len(points))]
+        fit, *_ = np.linalg.lstsq(design, self.elastic_mm * self.elastic.at(points).T,
+                                  rcond=None)
+        self.matrix, self.offset = np.eye(3) - fit[:3].T, -fit[3]
 
     def at(self, points: np.ndarray) -> np.ndarray:
         """Template position of patient world points (n, 3) -> (n, 3)."""

@@ -48,8 +48,12 @@ def _build_patient(job: tuple[Settings, int, str, str, tuple[str, ...], Path]) -
         write_rsna(patient, settings, root / "rsna" / split)
     if "brats" in parts:
         write_brats(patient, settings, root / "brats")
-    return {"id": patient_id, "split": split, **patient.labels,
-            "mgmt_true": patient.clinical.mgmt_true}
+    row = {"id": patient_id, "split": split, **patient.labels,
+           "mgmt_true": patient.clinical.mgmt_true}
+    if patient.native_from_template:  # the ground truth of registration (pose.py)
+        row["native_from_template"] = {sequence: matrix.tolist() for
+                                       sequence, matrix in patient.native_from_template.items()}
+    return row
 
 
 def _available_cores() -> int:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from .anatomy import Warp, load_template, tissue_maps
+from .anatomy import Warp, brain_points, load_template, tissue_maps
 from .clinical import Clinical, draw_clinical, draw_survival_days
 from .contrast import NORMAL_TISSUES, Contrast, draw_contrast, render
 from .fields import grid_axes
+from .pose import draw_native_from_template
 from .settings import Settings
 from .tumour import Tumour, draw_tumour, tumour_maps
 
@@ -29,6 +30,9 @@ class SyntheticPatient:
     seg: np.ndarray  # uint8, BraTS 2021 labels 0, 1, 2, 4
     clean: dict[str, np.ndarray]  # noise-free image (with bias field) per sequence
     tissues: dict[str, np.ndarray]  # fraction of each tissue (normal and tumour)
+    native_from_template: dict[str, np.ndarray] = field(default_factory=dict)
+    """Per sequence, 4x4 RAS mm: the images' world (template space) -> the series' scanner
+    world; empty when the head does not move (the series then share the images' world)."""
 
     @property
     def labels(self) -> dict[str, float | int]:
@@ -46,7 +50,9 @@ def simulate_patient(settings: Settings, index: int, patient_id: str) -> Synthet
     shape, affine = settings.grid()
     clinical = draw_clinical(settings.rng(index, "clinical"), settings)
     template = load_template(settings.voxel_mm)
-    warp = Warp(settings.rng(index, "anatomy"))
+    warp = Warp(settings.rng(index, "anatomy"), in_template_space=settings.moved)
+    if settings.moved:
+        warp.align_to_template(brain_points(template))
     normal = tissue_maps(warp, template, shape, affine)
     tumour = draw_tumour(settings.rng(index, "tumour"), clinical.grade, warp, template)
     tumour_fractions, seg, texture = tumour_maps(tumour, normal, affine)
@@ -61,7 +67,9 @@ def simulate_patient(settings: Settings, index: int, patient_id: str) -> Synthet
 
     core_ml = float(np.isin(seg, (1, 4)).sum()) * settings.voxel_mm**3 / 1000.0
     survival = draw_survival_days(settings.rng(index, "survival"), clinical, core_ml)
+    native = (draw_native_from_template(settings.rng(index, "pose"), settings,
+                                        warp.template_from_head) if settings.moved else {})
     return SyntheticPatient(
         index, patient_id, affine, clinical, survival, tumour, contrast,
-        normal["brain"], seg, clean, tissues,
+        normal["brain"], seg, clean, tissues, native,
     )

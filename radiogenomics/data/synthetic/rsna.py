@@ -1,13 +1,15 @@
 """Write a synthetic patient in the RSNA-MICCAI layout: four DICOM series in one study.
 
 Each series has its own plane, spacing, slice count and first file number, like the
-Kaggle data; all four share the study and frame of reference, so they are co-registered
-in world coordinates with each other and with the BraTS NIfTI files.
+Kaggle data; all four share the study and frame of reference. Unless the head moves
+(`pose.py`), they are co-registered in world coordinates with each other and with the BraTS
+NIfTI files; a moved head puts each series where `native_from_template` says.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +30,12 @@ PLANE_CHANCE: dict[str, tuple[float, float, float]] = {
     "T2w": (0.7, 0.2, 0.1),
 }
 """Chance of an (axial, coronal, sagittal) acquisition for each sequence."""
+
+FULL_SIZE_SERIES: dict[str, float] = {"FLAIR": 0.3, "T1w": 0.4, "T1wCE": 0.7, "T2w": 0.1}
+"""Full-size preset: chance that a sequence is a 3D acquisition (~1 mm slices, matrix 256 or
+512) rather than a 2D stack (matrix 256-512, 3-6.5 mm slices), as in the RSNA cohort, where
+series run from 256^2 to 512^2 pixels and from ~20 to several hundred slices."""
+FULL_SIZE_MATRICES: tuple[int, ...] = (256, 320, 384, 448, 512, 512)
 
 PLANES: tuple[str, ...] = ("axial", "coronal", "sagittal")
 SLICE_AXIS: dict[str, int] = {"axial": 2, "coronal": 1, "sagittal": 0}
@@ -57,18 +65,20 @@ def plan_series(
     rng: np.random.Generator, settings: Settings, patient: SyntheticPatient
 ) -> list[SeriesGeometry]:
     """Random plane, matrix, spacing, coverage and numbering of the four series."""
-    inside = np.argwhere(patient.brain > 0.5)
-    corners = np.stack([inside.min(0), inside.max(0)]).T
-    low_high = patient.affine[:3, :3] @ corners + patient.affine[:3, 3:4]
+    low_high = _brain_box(patient)
     numbers = rng.choice(np.arange(2, 20), size=len(SEQUENCES), replace=False)
     plans = []
     for sequence, series_number in zip(SEQUENCES, numbers):
         plane = PLANES[rng.choice(3, p=PLANE_CHANCE[sequence])]
         slice_axis = SLICE_AXIS[plane]
-        matrix = max(8, round(rng.choice([112, 128, 128, 144]) / settings.dicom_zoom))
-        in_plane = rng.uniform(215.0, 250.0) / matrix
+        if settings.full_size:
+            matrix, in_plane, thickness = _full_size_sampling(rng, sequence)
+        else:
+            matrix = max(8, round(rng.choice([112, 128, 128, 144]) / settings.dicom_zoom))
+            in_plane = rng.uniform(215.0, 250.0) / matrix
+            thickness = rng.uniform(2.0, 5.0) * settings.dicom_zoom
         spacing = np.full(3, in_plane)
-        spacing[slice_axis] = rng.uniform(2.0, 5.0) * settings.dicom_zoom
+        spacing[slice_axis] = thickness
         extent = low_high[slice_axis, 1] - low_high[slice_axis, 0] + rng.uniform(8.0, 24.0)
         shape = [matrix, matrix, matrix]
         shape[slice_axis] = int(np.ceil(extent / spacing[slice_axis])) + 1
@@ -83,6 +93,28 @@ def plan_series(
             int(series_number), f"{PLANE_PREFIX[plane]} {name}",
         ))
     return plans
+
+
+def _brain_box(patient: SyntheticPatient) -> np.ndarray:
+    """World (RAS mm) low and high corners of the brain, (3, 2), in the scanner's world."""
+    inside = np.argwhere(patient.brain > 0.5)
+    corners = np.stack([inside.min(0), inside.max(0)]).T
+    if not patient.native_from_template:
+        return patient.affine[:3, :3] @ corners + patient.affine[:3, 3:4]
+    placed = patient.native_from_template["T1wCE"] @ patient.affine
+    box = np.array(list(itertools.product(*corners)), dtype=float)
+    world = box @ placed[:3, :3].T + placed[:3, 3]
+    return np.stack([world.min(0), world.max(0)]).T
+
+
+def _full_size_sampling(rng: np.random.Generator, sequence: str
+                        ) -> tuple[int, float, float]:
+    """Matrix, in-plane spacing and slice spacing (mm) of a full-size series."""
+    if rng.random() < FULL_SIZE_SERIES[sequence]:  # 3D: thin slices
+        matrix = int(rng.choice([256, 512]))
+        return matrix, rng.uniform(220.0, 256.0) / matrix, rng.uniform(0.9, 1.2)
+    matrix = int(rng.choice(FULL_SIZE_MATRICES))
+    return matrix, rng.uniform(220.0, 250.0) / matrix, rng.uniform(3.0, 6.5)
 
 
 def _uid(*parts: object) -> str:
@@ -104,7 +136,9 @@ def write_rsna(patient: SyntheticPatient, settings: Settings, root: Path) -> lis
     frame_uid = _uid("radiogenomics-synthetic", settings.seed, patient.patient_id, "frame")
     paths = []
     for series in plan_series(geometry_rng, settings, patient):
-        grid = (patient.affine, series.shape, series.affine)
+        placed = (patient.native_from_template[series.sequence] @ patient.affine
+                  if patient.native_from_template else patient.affine)
+        grid = (placed, series.shape, series.affine)
         volume = acquire(
             resample(patient.clean[series.sequence], *grid),
             resample(patient.brain, *grid),

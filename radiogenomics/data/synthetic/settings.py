@@ -7,15 +7,24 @@ from typing import Any
 
 import numpy as np
 
-GENERATOR_VERSION = "1.2"
+GENERATOR_VERSION = "1.3"
 """Bump when the same settings would produce different bytes."""
 
-PRESETS: dict[str, dict[str, float]] = {
+PRESETS: dict[str, dict[str, float | bool]] = {
     # Strong MGMT correlate: a small 3D CNN learns it in minutes on CPU (validation AUC ~0.9
     # at 32^3 after a few epochs; at 1.0 it overfits 120 patients before it generalises).
     "default": {"mgmt_signal": 2.0, "mgmt_label_noise": 0.05, "max_oblique_deg": 0.0},
     # As hard as the real RSNA task: an ideal observer reaches an AUC of about 0.6.
-    "realistic": {"mgmt_signal": 0.15, "mgmt_label_noise": 0.2, "max_oblique_deg": 8.0},
+    # The head lies in the scanner as a real one does (rotated, shifted, moving a little
+    # between series) while the BraTS-layout NIfTI stays in template space (`pose.py`).
+    "realistic": {"mgmt_signal": 0.15, "mgmt_label_noise": 0.2, "max_oblique_deg": 8.0,
+                  "max_pose_deg": 15.0, "max_shift_mm": 20.0, "max_motion_deg": 2.0,
+                  "max_motion_mm": 2.0},
+    # The default's content in DICOM series of the real cohort's size (rsna.FULL_SIZE_SERIES):
+    # 256-512 matrices, 2D stacks of 3-6.5 mm and 3D volumes of ~1 mm (up to ~250 slices),
+    # about 150-250 MB per patient: for scale benchmarks (benchmarks/scale.py).
+    "fullsize": {"mgmt_signal": 2.0, "mgmt_label_noise": 0.05, "max_oblique_deg": 0.0,
+                 "full_size": True},
 }
 
 FIELD_OF_VIEW_MM = np.array([192.0, 232.0, 192.0])
@@ -28,7 +37,9 @@ BRAIN_CENTRE_MM = np.array([0.0, -17.0, 5.0])
 
 _STREAMS = (
     "clinical", "anatomy", "tumour", "contrast", "survival", "brats", "rsna_geometry", "rsna",
+    "pose",
 )
+_POSE_SETTINGS = ("max_pose_deg", "max_shift_mm", "max_motion_deg", "max_motion_mm")
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,16 @@ class Settings:
     max_oblique_deg: float = 0.0
     hgg_fraction: float = 0.7
     methylated_fraction: float = 0.5
+    full_size: bool = False
+    """DICOM series at the real cohort's matrix and slice counts (independent of `size`)."""
+    max_pose_deg: float = 0.0
+    """Head rotation in the scanner, uniform in +-this about each axis (degrees)."""
+    max_shift_mm: float = 0.0
+    """Head shift in the scanner, uniform in +-this along each axis (mm)."""
+    max_motion_deg: float = 0.0
+    """Motion of the head between series: rotation in +-this about each axis (degrees)."""
+    max_motion_mm: float = 0.0
+    """Motion of the head between series: shift in +-this along each axis (mm)."""
 
     def __post_init__(self) -> None:
         if self.size < 8:
@@ -54,6 +75,15 @@ class Settings:
             raise ValueError(f"mgmt_label_noise must lie in [0, 0.5], got {self.mgmt_label_noise}")
         if self.mgmt_signal < 0:
             raise ValueError(f"mgmt_signal must be >= 0, got {self.mgmt_signal}")
+        for name in _POSE_SETTINGS:
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    @property
+    def moved(self) -> bool:
+        """Whether the head moves in the scanner: the DICOM series then lie in the scanner's
+        world and the NIfTI in template space, related by the transforms of `pose.py`."""
+        return any(getattr(self, name) > 0 for name in _POSE_SETTINGS)
 
     @property
     def voxel_mm(self) -> float:
@@ -83,8 +113,13 @@ class Settings:
         return np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(0,)))
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain values, as written to the cohort manifest."""
-        return asdict(self)
+        """Plain values, as written to the cohort manifest (``full_size`` and the pose only
+        when set, so that the manifests of the other presets are those of earlier versions)."""
+        values = asdict(self)
+        for name in ("full_size", *_POSE_SETTINGS):
+            if not values[name]:
+                del values[name]
+        return values
 
 
 def make_settings(preset: str = "default", **overrides: Any) -> Settings:
