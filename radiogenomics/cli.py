@@ -1,12 +1,15 @@
 """The `radiogenomics` command: one program, a subcommand per task.
 
     radiogenomics train [key=value ...]        (= python train.py in a checkout)
+    radiogenomics prepare [key=value ...]      (cache and splits, once, before a run)
     radiogenomics predict ckpt_path=RUN data.root=DIR
     radiogenomics convert IN OUT               (= python -m radiogenomics.data.convert)
     radiogenomics synthetic --out DIR ...      (= python -m radiogenomics.data.synthetic)
+    radiogenomics register IN OUT              (DICOM -> template space, transforms saved)
     radiogenomics cv SWEEP_DIR                 (= python -m radiogenomics.cv)
     radiogenomics compare SWEEP_DIR            (= python -m radiogenomics.compare)
     radiogenomics audit RUN_OR_SWEEP           (leakage checks; --data OVERRIDES: a cohort)
+    radiogenomics export RUN --format onnx|torchscript --out DIR   (network + manifest + bundle)
 
 Also `python -m radiogenomics <subcommand> ...`. Data and logs go under the current folder,
 or under ``RADIOGENOMICS_HOME`` when it is set; the configs ship inside the package.
@@ -31,16 +34,23 @@ class Subcommand(NamedTuple):
 
 SUBCOMMANDS: dict[str, Subcommand] = {
     "train": Subcommand("radiogenomics.train", "cli", "train a model (Hydra overrides)", True),
+    "prepare": Subcommand("radiogenomics.prepare", "cli",
+                          "fill the preprocessing cache and the splits of a data config "
+                          "(Hydra overrides)", True),
     "predict": Subcommand("radiogenomics.predict", "cli",
                           "predict a cohort with a trained run (Hydra overrides)", True),
     "convert": Subcommand("radiogenomics.data.convert", "main",
                           "convert DICOM series to a BraTS-layout NIfTI cohort"),
+    "register": Subcommand("radiogenomics.data.register", "main",
+                           "register DICOM patients to the MNI152 template (BraTS grid)"),
     "synthetic": Subcommand("radiogenomics.data.synthetic.__main__", "main",
                             "write a synthetic cohort (RSNA DICOM and/or BraTS NIfTI)"),
     "cv": Subcommand("radiogenomics.cv", "main", "summarise a k-fold multirun (AUC with CIs)"),
     "compare": Subcommand("radiogenomics.compare", "main", "compare the runs of a multirun"),
     "audit": Subcommand("radiogenomics.audit.command", "main",
                         "leakage audit of a run, a multirun or a cohort's splits"),
+    "export": Subcommand("radiogenomics.inference.export", "main",
+                         "export a run's network (ONNX or TorchScript) for fast inference"),
 }
 
 _DDP_CHILD_ENV = ("LOCAL_RANK", "RADIOGENOMICS_DDP_COMMAND")

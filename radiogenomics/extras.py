@@ -6,6 +6,8 @@ naming the extra to install when it is missing.
     pip install 'radiogenomics[sweep]'        Optuna sweeps (hparams_search=...), joblib launcher
     pip install 'radiogenomics[slurm]'        the SLURM launcher (hydra/launcher=slurm)
     pip install 'radiogenomics[libjpeg]'      the GPL JPEG decoder (pylibjpeg-libjpeg), opt-in
+    pip install 'radiogenomics[onnx]'         ONNX export and ONNX Runtime inference
+    pip install 'radiogenomics[register]'     registration to template space (SimpleITK)
     pip install 'radiogenomics[all]'          all of the above but libjpeg
 """
 
@@ -25,6 +27,10 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "hydra_plugins.hydra_joblib_launcher": ("sweep", "the joblib launcher (hydra/launcher=joblib)"),
     "submitit": ("slurm", "the SLURM launcher (hydra/launcher=slurm)"),
     "hydra_plugins.hydra_submitit_launcher": ("slurm", "the SLURM launcher (hydra/launcher=slurm)"),
+    "onnx": ("onnx", "ONNX export (radiogenomics export --format onnx)"),
+    "onnxscript": ("onnx", "ONNX export (radiogenomics export --format onnx)"),
+    "onnxruntime": ("onnx", "an ONNX model (model.onnx of radiogenomics export)"),
+    "SimpleITK": ("register", "registration to template space (radiogenomics register)"),
 }
 """Import name -> (extra that installs it, the feature that needs it)."""
 

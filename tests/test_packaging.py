@@ -284,6 +284,27 @@ def test_the_installed_package_is_the_wheels_not_the_checkout(installed: Path,
     assert str(installed) in result.stdout and str(ROOT) not in result.stdout
 
 
+def test_installed_wheel_composes_its_config_under_the_current_folder(installed: Path,
+                                                                     tmp_path: Path) -> None:
+    """Both entry points of the installed wheel compose the packaged configs from an empty
+    folder, with data and logs under that folder, or under RADIOGENOMICS_HOME when set, and
+    write nothing while only printing the config (the slow test below trains)."""
+    home, other = tmp_path / "empty", tmp_path / "elsewhere"
+    for program, folder, env, root in (
+            ([str(installed / "bin" / "radiogenomics")], home, _env(), home),
+            ([str(installed / "bin" / "python"), "-m", "radiogenomics"], other,
+             {**_env(), "RADIOGENOMICS_HOME": str(home)}, home)):
+        folder.mkdir()
+        result = subprocess.run([*program, "train", "debug=fdr", "--cfg", "job", "--resolve"],
+                                cwd=folder, env=env, capture_output=True, text=True,
+                                timeout=300)
+        assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+        assert f"data_dir: {root.resolve()}/data" in result.stdout
+        assert f"log_dir: {root.resolve()}/logs" in result.stdout
+        assert not any(folder.iterdir())
+
+
+@pytest.mark.slow
 def test_installed_wheel_trains_from_an_empty_folder(installed: Path, tmp_path: Path) -> None:
     """`radiogenomics train debug=fdr` and `python -m radiogenomics train debug=fdr` exactly as
     written, each from an empty folder: data and logs under the folder, or under

@@ -321,6 +321,23 @@ def _check_convert_cli(ws: Workspace, filled: str) -> None:
     assert len(list(out.glob("BraTS2021_*/*.nii.gz"))) == 4 * len(patients)
 
 
+def _check_register(ws: Workspace, filled: str) -> None:
+    ws.run(filled)
+    case = next((ws.base / "registered").glob("BraTS2021_*"))
+    assert len(list(case.glob("*.nii.gz"))) == 4
+    saved = json.loads((case / "registration" / "registration.json").read_text())
+    assert set(saved["series"]) == {"FLAIR", "T1w", "T1wCE", "T2w"} and saved["n4"] is True
+    assert len(list((case / "registration").glob("*.tfm"))) == 4
+
+
+def _check_registration_benchmark(ws: Workspace, filled: str) -> None:
+    ws.run(filled)
+    results = json.loads((ws.repo / "registration.json").read_text())
+    assert results["patients"] == 10
+    assert results["tre_mm_median"] < 0.2 * results["identity_tre_mm_median"]
+    assert results["brain_dice_median"] >= 0.95 and results["seconds_per_patient"] > 0
+
+
 def _check_cv_cli(ws: Workspace, filled: str) -> None:
     sweep = ws.cv_run
     (sweep / "cv_summary.csv").unlink()
@@ -353,6 +370,29 @@ def _exits_0(ws: Workspace, filled: str) -> None:
     ws.run(filled)
 
 
+EXPORT_ONNX = "radiogenomics export {run} --format onnx --out exported/mgmt-onnx"
+
+
+def _check_export(ws: Workspace, filled: str) -> None:
+    """An export folder: its network, manifest, the run's config and the MONAI bundle."""
+    args = shlex.split(filled)
+    out = ws.repo / args[args.index("--out") + 1]
+    ws.run(filled)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["source"]["run"] == str((ws.repo / args[args.index("export") + 1]).resolve())
+    for name in (manifest["model_file"], "config.yaml", "bundle/configs/metadata.json",
+                 "bundle/configs/inference.json", "bundle/models/model.ts"):
+        assert (out / name).is_file(), f"{out} has no {name}"
+
+
+def _check_exported_predict(ws: Workspace, filled: str) -> None:
+    """Predicting with the export (made by the README's export command if not yet)."""
+    if not (ws.repo / "exported" / "mgmt-onnx" / "manifest.json").is_file():
+        ws.run(EXPORT_ONNX.format(run=ws.rel(ws.default_run)))
+    out = _predict(ws, filled, _test_patients(ws.cohort))
+    assert "member_mgmt-onnx" in pd.read_csv(out / "predictions.csv").columns
+
+
 def _check_audit(ws: Workspace, filled: str) -> None:
     """The leakage audit of a clean run, CV or cohort: four verdict lines, none a FAIL."""
     result = ws.run(filled)
@@ -367,6 +407,82 @@ def _check_audit(ws: Workspace, filled: str) -> None:
 def _check_benchmarks(ws: Workspace, filled: str) -> None:
     result = ws.run(filled)
     assert "| measure |" in result.stdout or "|" in result.stdout
+
+
+def _check_prepare(ws: Workspace, filled: str) -> None:
+    """`radiogenomics prepare`: the cache entries and the splits of the data config, no run."""
+    before = ws.listing("logs/train/runs")
+    result = ws.run(filled)
+    assert "preprocessing cache ready" in result.stdout + result.stderr
+    patients = list((ws.cohort / "rsna" / "train").iterdir())
+    assert len(list((ws.repo / "data" / "cache" / "rsna").glob("[!.]*-*"))) >= len(patients)
+    assert list((ws.repo / "data" / "splits").glob("rsna-*/splits_mgmt_5fold_seed42.json"))
+    assert ws.listing("logs/train/runs") == before
+
+
+def _overrides(command: str) -> list[str]:
+    """The Hydra overrides of a README training command, sweeps reduced to their first value."""
+    args = shlex.split(command)
+    args = args[args.index("train.py") + 1:]
+    return [arg.split(",")[0] for arg in args if "=" in arg and not arg.startswith("-")]
+
+
+def _check_slurm(ws: Workspace, filled: str) -> None:
+    """Submitting needs SLURM's sbatch, not here: the submitit launcher is installed and the
+    jobs it would submit ask for the trainer's nodes and devices."""
+    import importlib
+
+    from tests.conftest import compose_train
+
+    importlib.import_module("hydra_plugins.hydra_submitit_launcher.submitit_launcher")
+    launcher = compose_train(_overrides(filled)).hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher") and launcher.partition == "gpu"
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 4, 4)
+
+
+TORCHRUN_CPU = ("torchrun --nnodes 2 --nproc_per_node 1 --node_rank 0 --master_addr HOST0 "
+                "--master_port 29500 train.py trainer=ddp_cpu trainer.num_nodes=2 "
+                "hydra.run.dir=logs/train/runs/two-machines")
+
+
+def _check_torchrun_gpu(ws: Workspace, filled: str) -> None:
+    """Eight GPUs on two machines are not here: the command is the CPU one (run by its own
+    case) with 4 processes per machine on GPUs, and its trainer config composes so."""
+    from tests.conftest import compose_train
+
+    assert filled.replace("--nproc_per_node 4", "--nproc_per_node 1").replace(
+        "trainer=ddp ", "trainer=ddp_cpu ").replace(" trainer.devices=4", "") == TORCHRUN_CPU
+    trainer = compose_train(_overrides(filled)).trainer
+    assert (trainer.accelerator, trainer.num_nodes, trainer.devices) == ("gpu", 2, 4)
+
+
+def _check_torchrun_cpu(ws: Workspace, filled: str) -> None:
+    """Both machines' commands (`--node_rank 0` as written, and `--node_rank 1`) at once on
+    loopback, started from the same folder: one run folder, written by rank 0."""
+    import socket
+
+    ws.default_run  # noqa: B018 (the default cohort and cache, made by `python train.py`)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    args = shlex.split(filled.replace("29500", port)) + [SMOKE]
+    args[0] = str(Path(sys.executable).parent / "torchrun")
+    nodes = []
+    for rank in ("0", "1"):
+        args[args.index("--node_rank") + 1] = rank
+        nodes.append(subprocess.Popen(list(args), cwd=ws.repo, env=ws.env, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    try:
+        outputs = [node.communicate(timeout=TIMEOUT)[0] for node in nodes]
+    finally:
+        for node in nodes:
+            if node.poll() is None:
+                node.kill()
+    for node, output in zip(nodes, outputs, strict=True):
+        assert node.returncode == 0, output[-4000:]
+    run = ws.repo / "logs" / "train" / "runs" / "two-machines"
+    _has_run_outputs(run)
+    assert (run / "train.log").read_text().count("final metrics") == 1  # rank 0's log alone
 
 
 CASES: dict[str, Case] = {
@@ -402,7 +518,8 @@ CASES: dict[str, Case] = {
              check=_check_calibration_cli),
     "python predict.py ckpt_path=<run> interpret=gradcam uncertainty=tta":
         Case(fill={"<run>": _run_of("default_run")},
-             check=lambda ws, filled: _check_maps(_predict(ws, filled))),
+             check=lambda ws, filled: _check_maps(_predict(ws, filled)),
+             slow=True),  # Grad-CAM and TTA maps: tests/test_predict.py
     "python predict.py ckpt_path=<segmenter run> data.root=DIR uncertainty=tta":
         Case(fill={"<segmenter run>": _run_of("segmenter_run"), "DIR": _cohort()},
              check=lambda ws, filled: _check_masks(ws, filled)),
@@ -410,6 +527,14 @@ CASES: dict[str, Case] = {
         Case(fill={"<run trained with data=png>": _run_of("png_run"),
                    "PNG_DIR": lambda ws: str(ws.png_cohort)},
              check=lambda ws, filled: _predict(ws, filled, len(list(ws.png_cohort.iterdir())) - 1)),
+    # export
+    "radiogenomics export logs/train/runs/<run> --format onnx --out exported/mgmt-onnx":
+        Case(fill={"logs/train/runs/<run>": _run_of("default_run")}, check=_check_export),
+    "python -m radiogenomics export logs/train/runs/<run> --format torchscript "
+    "--out exported/mgmt-ts":
+        Case(fill={"logs/train/runs/<run>": _run_of("default_run")}, check=_check_export),
+    "python predict.py ckpt_path=exported/mgmt-onnx data.root=DIR":
+        Case(fill={"DIR": _cohort("rsna")}, check=_check_exported_predict),
     # command-line contracts
     "python train.py model=<name>": _train_case("unet", **{"<name>": lambda ws: "unet"}),
     "python train.py data=rsna data.root=DIR": _train_case("rsna", DIR=_cohort("rsna")),
@@ -463,13 +588,22 @@ CASES: dict[str, Case] = {
              check=_check_convert),
     # the radiogenomics command
     "radiogenomics train debug=fdr": Case(check=_exits_0),
-    "python -m radiogenomics train model=unet": _train_case("python-m-unet"),
+    # unet training: tests/test_segmentation.py; `python -m radiogenomics`: radiogenomics
+    # train debug=fdr below and tests/test_packaging.py
+    "python -m radiogenomics train model=unet": _train_case("python-m-unet", slow=True),
     "radiogenomics predict ckpt_path=logs/train/runs/<run> data.root=DIR":
         Case(fill={"logs/train/runs/<run>": _run_of("default_run"), "DIR": _cohort("rsna/test")},
              check=lambda ws, filled: _predict(ws, filled, _test_patients(ws.cohort))),
     "radiogenomics convert IN OUT":
         Case(fill={"IN": _cohort("rsna/test"), "OUT": lambda ws: str(ws.base / "converted-cli")},
              check=_check_convert_cli),
+    # registration (~20 s a patient; tests/data/test_register.py tests its parts)
+    "python -m radiogenomics register IN OUT --n4":
+        Case(fill={"IN": lambda ws: str(min((ws.cohort / "rsna" / "test").iterdir())),
+                   "OUT": lambda ws: str(ws.base / "registered")},
+             check=lambda ws, filled: _check_register(ws, filled), slow=True),
+    "python benchmarks/registration.py --patients 10 --json registration.json":
+        Case(check=lambda ws, filled: _check_registration_benchmark(ws, filled), slow=True),
     # cross-validation, sweeps, benchmarks
     "python train.py cv=5fold":
         Case(check=lambda ws, filled: _multirun(filled, ("cv_summary.csv",))(ws, filled),
@@ -478,8 +612,8 @@ CASES: dict[str, Case] = {
         Case(fill={"logs/train/multiruns/<time>": _run_of("cv_run")}, check=_check_cv_cli),
     "python -m radiogenomics.compare logs/train/multiruns/<time>":
         Case(fill={"logs/train/multiruns/<time>": _run_of("cv_run")}, check=_check_compare_cli),
-    "python train.py -m hparams_search=cnn3d_optuna":
-        Case(append="hydra.sweeper.n_trials=2", check=_check_optuna),
+    "python train.py -m hparams_search=cnn3d_optuna":  # the sweeper: tests/test_sweeps.py
+        Case(append="hydra.sweeper.n_trials=2", check=_check_optuna, slow=True),
     "python train.py -m hparams_search=cnn3d_optuna hydra.sweeper.storage=sqlite:///optuna.db "
     "hydra.sweeper.study_name=cnn3d":
         Case(append="hydra.sweeper.n_trials=2", check=_check_optuna, slow=True),
@@ -497,6 +631,17 @@ CASES: dict[str, Case] = {
         Case(fill={"logs/train/multiruns/<cv run>": _run_of("cv_run")}, check=_check_audit),
     "radiogenomics audit --data data=rsna data.root=DIR":
         Case(fill={"DIR": _cohort("rsna")}, check=_check_audit),
+    # several machines
+    "radiogenomics prepare data=rsna data.root=DIR":
+        Case(fill={"DIR": _cohort("rsna")}, check=_check_prepare),
+    "python train.py -m hydra/launcher=slurm trainer=ddp trainer.num_nodes=2 trainer.devices=4 "
+    "data.fold=0,1,2,3,4 hydra.launcher.partition=gpu": Case(check=_check_slurm),
+    "torchrun --nnodes 2 --nproc_per_node 4 --node_rank 0 --master_addr HOST0 --master_port "
+    "29500 train.py trainer=ddp trainer.num_nodes=2 trainer.devices=4 "
+    "hydra.run.dir=logs/train/runs/two-machines": Case(check=_check_torchrun_gpu),
+    # the same command, both nodes: tests/test_multinode.py
+    TORCHRUN_CPU: Case(fill={"HOST0": lambda ws: "127.0.0.1"}, check=_check_torchrun_cpu,
+                       slow=True),
     "python -m benchmarks": Case(check=_check_benchmarks, slow=True),
     "python -m benchmarks --quick": Case(check=_check_benchmarks, slow=True),
     "python -m benchmarks --only reading,prepare": Case(check=_check_benchmarks, slow=True),
