@@ -101,15 +101,23 @@ def profile_sample(datamodule: Any, repeats: int) -> dict[str, float]:
 
 
 def loader_rate(datamodule: Any, workers: int, batches: int) -> float:
-    """Samples/s of the training loader with `workers` processes (first batch not timed)."""
+    """Steady-state samples/s of the training loader with `workers` processes.
+
+    The batches the workers prefetch while they start (2 each) are drawn before the clock
+    starts, and at least 4 batches per worker are timed: with fewer, batches made during
+    the start-up would count as if made in the timed window.
+    """
     dataset = datamodule._dataset(datamodule.train_cases, train=True)
     batch = datamodule.batch_size
-    sampler = RandomSampler(dataset, replacement=True, num_samples=batch * (batches + 1))
+    warm = 2 * max(workers, 1)
+    timed = max(batches, 4 * workers)
+    sampler = RandomSampler(dataset, replacement=True, num_samples=batch * (warm + timed))
     loader = DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers,
                         pin_memory=datamodule.pin_memory, drop_last=True,
                         persistent_workers=False, prefetch_factor=2 if workers else None)
     iterator = iter(loader)
-    next(iterator)
+    for _ in range(warm):
+        next(iterator)
     start = time.perf_counter()
     count = sum(len(b["id"]) for b in iterator)
     return count / (time.perf_counter() - start)

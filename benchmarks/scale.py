@@ -208,7 +208,7 @@ def report(results: dict[str, Any]) -> None:
             projection["2"] = RSNA_BYTES / rate2 / 60
             projection["16"] = RSNA_BYTES / (rate1 * 16 * efficiency) / 60
             line += (f"; 2 cores {projection['2']:6.0f} min (measured rate); 16 cores "
-                     f"{projection['16']:5.0f} min (1-worker rate x 16 x {efficiency:.2f} "
+                     f"{projection['16']:5.1f} min (1-worker rate x 16 x {efficiency:.2f} "
                      f"efficiency)")
         print(line)
         results["projection_min"][name] = projection

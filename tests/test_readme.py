@@ -522,7 +522,8 @@ CASES: dict[str, Case] = {
              slow=True),  # Grad-CAM and TTA maps: tests/test_predict.py
     "python predict.py ckpt_path=<segmenter run> data.root=DIR uncertainty=tta":
         Case(fill={"<segmenter run>": _run_of("segmenter_run"), "DIR": _cohort()},
-             check=lambda ws, filled: _check_masks(ws, filled)),
+             check=lambda ws, filled: _check_masks(ws, filled),
+             slow=True),  # segmenter + TTA: tests/test_predict.py
     "python predict.py ckpt_path=<run trained with data=png> data.root=PNG_DIR":
         Case(fill={"<run trained with data=png>": _run_of("png_run"),
                    "PNG_DIR": lambda ws: str(ws.png_cohort)},
@@ -560,8 +561,8 @@ CASES: dict[str, Case] = {
     "python train.py debug=limit": Case(check=_exits_0, slow=True),
     "python train.py debug=smoke": Case(check=lambda ws, filled: _has_run_outputs(
         ws.train("smoke", filled)), slow=True),
-    "python train.py logger=wandb": Case(check=lambda ws, filled: _check_logger(ws, filled,
-                                                                               "wandb")),
+    "python train.py logger=wandb":  # the W&B logger's offline run: tests/test_cv.py
+        Case(check=lambda ws, filled: _check_logger(ws, filled, "wandb"), slow=True),
     "python train.py logger=tensorboard":
         Case(check=lambda ws, filled: _check_logger(ws, filled, "tensorboard"),
              slow=True),  # the TensorBoard logger's output: tests/test_figures.py
@@ -585,7 +586,7 @@ CASES: dict[str, Case] = {
         Case(fill={"IN": _cohort("rsna/train"), "OUT": lambda ws: str(ws.base / "converted"),
                    "[--skip-invalid-files] [--philips-precise]":
                        lambda ws: "--skip-invalid-files"},
-             check=_check_convert),
+             check=_check_convert, slow=True),  # tests/test_careless_user.py, test_bad_inputs.py
     # the radiogenomics command
     "radiogenomics train debug=fdr": Case(check=_exits_0),
     # unet training: tests/test_segmentation.py; `python -m radiogenomics`: radiogenomics

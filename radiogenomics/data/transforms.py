@@ -63,7 +63,11 @@ class LoadVolumed(mt.MapTransform):
                  skip_invalid_files: bool = False) -> None:
         super().__init__(keys)
         self.patient_key = patient_key
-        self.options = {"skip_invalid_files": True} if skip_invalid_files else {}
+        # DICOM volumes C-ordered in RAS+ as they are stacked (the resampler reads them along
+        # every axis; a permuted view would be copied once more)
+        self.options: dict[str, Any] = {"c_order": True}
+        if skip_invalid_files:
+            self.options["skip_invalid_files"] = True
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
