@@ -527,7 +527,8 @@ CASES: dict[str, Case] = {
     "python predict.py ckpt_path=<run trained with data=png> data.root=PNG_DIR":
         Case(fill={"<run trained with data=png>": _run_of("png_run"),
                    "PNG_DIR": lambda ws: str(ws.png_cohort)},
-             check=lambda ws, filled: _predict(ws, filled, len(list(ws.png_cohort.iterdir())) - 1)),
+             check=lambda ws, filled: _predict(ws, filled, len(list(ws.png_cohort.iterdir())) - 1),
+             slow=True),  # a PNG-trained model on PNG cohorts: tests/test_predict.py
     # export
     "radiogenomics export logs/train/runs/<run> --format onnx --out exported/mgmt-onnx":
         Case(fill={"logs/train/runs/<run>": _run_of("default_run")}, check=_check_export),
