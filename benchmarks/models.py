@@ -35,7 +35,7 @@ if str(ROOT) not in sys.path:
 from benchmarks.train_step import time_steps  # noqa: E402
 
 MODELS: tuple[str, ...] = ("cnn3d", "efficientnet3d", "multiscale", "vgg16", "attention_vgg",
-                           "series_resnet", "unet", "segresnet", "unet2d")
+                           "series_resnet", "unet", "segresnet", "unet2d", "multitask")
 """The networks of conf/model (the scikit-learn survival models have no training step)."""
 
 PRELOAD = ["torch", "monai.networks.nets", "lightning.pytorch", "hydra", "radiogenomics.config",
@@ -100,9 +100,11 @@ def measure_model(model: str, steps: int = 3, overrides: Sequence[str] = (),
     module = rc.instantiate(cfg.model).to(device).train()
     optimizer = rc.instantiate(cfg.model.optimizer)(params=module.parameters())
     x = torch.randn(*shape, device=device)
+    # a multi-task model trains both of its heads (called on images it gives the class logits)
+    forward = getattr(module, "heads", module)
 
     def step() -> None:
-        loss = sum(out.float().mean() for out in _outputs(module(x)))
+        loss = sum(out.float().mean() for out in _outputs(forward(x)))
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -31,15 +31,8 @@ import numpy as np
 from radiogenomics.data.case import SEQUENCES
 from radiogenomics.data.register import read_series, register_series
 from radiogenomics.data.synthetic import generate_cohort
-from radiogenomics.data.template import load_template
+from radiogenomics.data.template import brain_points, load_template
 from radiogenomics.data.template_space import resample
-
-
-def brain_points(step: int = 4) -> np.ndarray:
-    """Homogeneous template-world positions (n, 4) of every `step`-th atlas brain voxel."""
-    _, mask = load_template()
-    index = np.argwhere(mask.array[::step, ::step, ::step] > 0) * step
-    return np.c_[index @ mask.affine[:3, :3].T + mask.affine[:3, 3], np.ones(len(index))]
 
 
 def tre_mm(true: np.ndarray, estimate: np.ndarray, points: np.ndarray) -> float:
@@ -60,7 +53,7 @@ def native_mask(shape: tuple[int, ...], affine: np.ndarray, native_from_template
                     np.linalg.inv(native_from_template), order=0) > 0
 
 
-def run(cohort: Path, n4: bool = False) -> dict:
+def run(cohort: Path, n4: bool = False, affine_only: bool = False) -> dict:
     """Register every patient of a moved synthetic `cohort`; per-patient and median figures."""
     manifest = json.loads((cohort / "cohort.json").read_text())
     points, rows = brain_points(), []
@@ -68,7 +61,7 @@ def run(cohort: Path, n4: bool = False) -> dict:
         truth = {s: np.array(m) for s, m in case["native_from_template"].items()}
         series = read_series(cohort / "rsna" / case["split"] / case["id"], case["id"])
         start = time.perf_counter()
-        result = register_series(series, case["id"], n4)
+        result = register_series(series, case["id"], n4, affine_only=affine_only)
         seconds = time.perf_counter() - start
         estimate = {s: g.native_from_template for s, g in result.series.items()}
         fixed = series["T1wCE"]
@@ -87,7 +80,7 @@ def run(cohort: Path, n4: bool = False) -> dict:
         "tre_mm", "brain_dice", "identity_tre_mm", "identity_brain_dice")}
     return {**summary, "tre_mm_max": max(r["tre_mm"] for r in rows),
             "seconds_per_patient": statistics.fmean(r["seconds"] for r in rows),
-            "patients": len(rows), "n4": n4, "patients_detail": rows}
+            "patients": len(rows), "n4": n4, "affine_only": affine_only, "patients_detail": rows}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,13 +90,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="synthetic NIfTI grid size (96: 2 mm voxels, DICOM ~1.8 x 2-5 mm)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n4", action="store_true", help="N4 bias correction first")
+    parser.add_argument("--affine-only", action="store_true",
+                        help="plain affine to the template (no B-spline refinement)")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as folder:
         cohort = generate_cohort(Path(folder) / "moved", patients=args.patients, seed=args.seed,
                                  format="both", test_patients=0, preset="realistic",
                                  size=args.size)
-        results = run(cohort, args.n4)
+        results = run(cohort, args.n4, args.affine_only)
     for row in results["patients_detail"]:
         print(f"{row['id']}: TRE {row['tre_mm']:.2f} mm (identity {row['identity_tre_mm']:.1f}),"
               f" brain Dice {row['brain_dice']:.3f} (identity "

@@ -29,15 +29,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 MODELS: tuple[str, ...] = ("cnn3d", "efficientnet3d", "multiscale", "vgg16", "attention_vgg",
-                           "series_resnet")
+                           "series_resnet", "multitask")
 
 DETAILS = ("val/slice_auc", "val/acc_sequence", "val/acc_plane", "val/series_acc_sequence",
-           "val/series_acc_plane")
+           "val/series_acc_plane", "val/dice")
 """Further validation metrics reported, at the best epoch, by the models that log them, and
 their test values."""
 
 EPOCHS: dict[str, int] = {"cnn3d": 8, "efficientnet3d": 8, "multiscale": 6, "vgg16": 6,
-                          "attention_vgg": 6, "series_resnet": 10}
+                          "attention_vgg": 6, "series_resnet": 10, "multitask": 8}
 """Training epochs per model: each is a few CPU minutes on a 2-core machine."""
 
 

@@ -87,6 +87,9 @@ def save_run_info(cfg: DictConfig, output_dir: str | Path,
     if splits is not None:
         write_text_atomic(out / "splits.json", json.dumps(splits, indent=1))
         info["fold"] = getattr(datamodule, "fold", None)
+    mask_source = getattr(datamodule, "mask_source", None)
+    if mask_source:  # tumour ROI or survival features: the cohort's masks or a segmenter's
+        info["mask_source"] = mask_source
     skipped = getattr(datamodule, "skipped", None)
     if skipped:
         info["skipped_patients"] = {f.patient: f.reason for f in skipped}
@@ -306,10 +309,12 @@ def _mismatch(own: dict[str, torch.Tensor], saved: dict[str, Any]) -> list[str]:
 
 DATA_SETUP_KEYS = ("layout", "root", "target", "fold", "n_folds", "split_seed", "splits_file",
                    "split_unit", "sequences", "spatial_size", "spacing", "slab", "plane",
-                   "slices_per_case", "selection", "slice_size", "slices_per_series", "planes")
+                   "slices_per_case", "selection", "slice_size", "slices_per_series", "planes",
+                   "roi", "roi_margin_mm", "roi_model")
 """The data settings a checkpoint must share with a run that resumes from it: the cohort, the
 patient split and what the model sees (sequences in order, grid, slices) and learns (target).
-``split_unit`` is recorded only when it is not ``patient`` (checkpoints from before it resume)."""
+``split_unit`` is recorded only when it is not ``patient``, the ``roi`` keys only with a tumour
+ROI (checkpoints from before them resume)."""
 
 
 def data_setup(data_cfg: Any) -> dict[str, Any]:
@@ -318,6 +323,8 @@ def data_setup(data_cfg: Any) -> dict[str, Any]:
     setup: dict[str, Any] = {}
     for key in DATA_SETUP_KEYS:
         if key not in data_cfg or (key == "split_unit" and data_cfg[key] == "patient"):
+            continue
+        if key.startswith("roi") and not data_cfg.get("roi"):
             continue
         value = data_cfg[key]
         if OmegaConf.is_config(value):

@@ -84,8 +84,10 @@ PATIENT_AND_SLICE = {"val/auc", "val/slice_auc", "test/auc", "test/slice_auc"}
     (["model=series_resnet", *SERIES],
      {"val/acc_sequence", "val/acc_plane", "val/acc", "val/series_acc_sequence",
       "val/series_acc_plane", "test/acc"}),
+    (["model=multitask", "model.net.init_filters=8"],
+     {"val/auc", "val/dice", "test/auc", "test/dice"}),
 ], ids=["vgg16", "attention_vgg", "multiscale", "multiscale_3d", "efficientnet3d",
-        "cnn3d_channels_last", "series_resnet"])
+        "cnn3d_channels_last", "series_resnet", "multitask"])
 def test_model_trains_from_its_config(zoo_cfg, overrides, logged):
     cfg = zoo_cfg(*overrides, "debug=fdr")
     metrics, _ = train(cfg)
@@ -111,7 +113,8 @@ def test_every_model_uses_the_one_default_synthetic_cohort():
         return data["layout"], data["root"], data["synthetic"]
 
     default = cohort()
-    for model in ("vgg16", "attention_vgg", "multiscale", "series_resnet", "efficientnet3d"):
+    for model in ("vgg16", "attention_vgg", "multiscale", "series_resnet", "efficientnet3d",
+                  "multitask"):
         assert cohort(f"model={model}") == default, model
 
 

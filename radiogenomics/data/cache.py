@@ -43,6 +43,9 @@ import torch
 from tqdm.auto import tqdm
 
 from radiogenomics.data.case import Case
+from radiogenomics.data.roi import ROI_KEY, roi_mask_path
+from radiogenomics.data.template_space import save as save_registration
+from radiogenomics.data.template_transform import REGISTRATION_KEY, fixed_series
 from radiogenomics.data.transforms import PreprocessConfig, preprocessing
 from radiogenomics.errors import DataError, Failure
 
@@ -54,6 +57,7 @@ resampling, values equal to the eager MONAI transforms' up to float32 round-off;
 checksums of the arrays in meta.json)."""
 
 META = "meta.json"
+REGISTRATION_DIR = "registration"
 
 
 def file_digest(path: str | Path) -> str:
@@ -104,7 +108,8 @@ SEQUENCES_HINT = "choose data.sequences among those the cohort has"
 
 def case_sources(case: Case, config: PreprocessConfig, hint: str = SEQUENCES_HINT
                  ) -> dict[str, Any]:
-    """Source files of a case that `config` reads: its sequences, and its mask ``with_seg``.
+    """Source files of a case that `config` reads: its sequences, its mask ``with_seg``, and
+    with ``register`` the series registered to the template (T1wCE when the case has it).
 
     A missing sequence raises a `DataError` with `hint`.
     """
@@ -114,11 +119,16 @@ def case_sources(case: Case, config: PreprocessConfig, hint: str = SEQUENCES_HIN
         raise DataError(f"sequence(s) {missing} not available (has {sorted(images)})",
                         patient=case["id"], hint=hint)
     sources = {s: images[s] for s in config.sequences}
+    if config.register:
+        fixed = fixed_series(images, config.sequences)
+        sources[fixed] = images[fixed]
     if config.with_seg:
         if not case.get("seg"):
             raise DataError("no tumour mask for this case", patient=case["id"],
                             hint="segmentation needs a cohort with masks (data=brats)")
         sources["seg"] = case["seg"]
+    if config.roi:  # the mask its tumour ROI is cropped by (radiogenomics.data.roi)
+        sources[ROI_KEY] = roi_mask_path(case, predicted=config.roi_model is not None)
     return sources
 
 
@@ -268,7 +278,11 @@ class CaseCache:
 
 
 class PreprocessCache(CaseCache):
-    """Deterministic preprocessing results for a cohort, stored under ``root``."""
+    """Deterministic preprocessing results for a cohort, stored under ``root``.
+
+    With ``register``, an entry also holds the patient's registration to the template
+    (``registration/``, `template_space.save`: `registration_dir`).
+    """
 
     VERSION = CACHE_VERSION
 
@@ -370,6 +384,7 @@ class PreprocessCache(CaseCache):
                     case["id"], entry, problem)
         arrays = self.compute(case)
         self.write(case, arrays, entry=entry)
+        arrays.pop(REGISTRATION_KEY, None)
         return arrays
 
     def _read(self, entry: Path, mmap: bool = True) -> dict[str, np.ndarray]:
@@ -385,7 +400,13 @@ class PreprocessCache(CaseCache):
         out = {"image": _numpy(result["image"]).astype(self.config.dtype)}
         if self.config.with_seg:
             out["seg"] = _numpy(result["seg"]).astype(np.uint8)
+        if REGISTRATION_KEY in result:
+            out[REGISTRATION_KEY] = result[REGISTRATION_KEY]
         return out
+
+    def registration_dir(self, case: Case) -> Path:
+        """Where the entry of a case keeps its registration (``data.register=true``)."""
+        return self.entry(case) / REGISTRATION_DIR
 
     def write(self, case: Case, arrays: dict[str, np.ndarray], entry: Path | None = None
               ) -> Path:
@@ -393,7 +414,11 @@ class PreprocessCache(CaseCache):
         return super().write(case, arrays, entry)
 
     def _save(self, folder: Path, case: Case, result: dict[str, np.ndarray]) -> None:
-        """The arrays, then ``meta.json`` with their sizes and checksums."""
+        """The arrays (and registration), then ``meta.json`` with their sizes and checksums."""
+        result = dict(result)
+        registration = result.pop(REGISTRATION_KEY, None)
+        if registration is not None:
+            save_registration(registration, folder / REGISTRATION_DIR)
         files = {}
         for name, array in result.items():
             path = folder / f"{name}.npy"

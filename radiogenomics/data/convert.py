@@ -30,8 +30,9 @@ from typing import Protocol
 import numpy as np
 from tqdm import tqdm
 
-from radiogenomics.data.case import SEQUENCES, canonical_sequence
+from radiogenomics.data.case import SEQUENCES
 from radiogenomics.data.cohorts.names import BRATS2021_SUFFIXES, brats2021_case, brats2021_file
+from radiogenomics.data.cohorts.patient_folders import sequence_candidates
 from radiogenomics.data.nifti import write_nifti
 from radiogenomics.data.readers import load_volumes
 from radiogenomics.data.volume import Volume
@@ -81,24 +82,6 @@ class ConversionReport:
         return "\n".join(lines)
 
 
-def _sequence_candidates(folder: Path) -> dict[str, list[Path]]:
-    """Sub-folders of a patient folder that name a known sequence, by canonical name (all of
-    them: `T1C/` beside `T1wCE/` gives two folders for T1wCE)."""
-    found: dict[str, list[Path]] = {}
-    for child in sorted(folder.iterdir()):
-        if child.is_dir():
-            try:
-                found.setdefault(canonical_sequence(child.name), []).append(child)
-            except KeyError:
-                continue
-    return found
-
-
-def _sequence_folders(folder: Path) -> dict[str, Path]:
-    """Sub-folders of a patient folder that name a known sequence, by canonical name."""
-    return {name: folders[0] for name, folders in _sequence_candidates(folder).items()}
-
-
 def find_patients(in_dir: str | Path) -> dict[str, Path]:
     """Patient folders under `in_dir` by id: a patient folder itself, or an RSNA-style cohort."""
     in_dir = Path(in_dir)
@@ -108,7 +91,7 @@ def find_patients(in_dir: str | Path) -> dict[str, Path]:
             path=in_dir,
             hint="give a patient folder (<id>/FLAIR/...) or a cohort (train/<id>/...)",
         )
-    if _sequence_folders(in_dir):
+    if sequence_candidates(in_dir):
         return {in_dir.name: in_dir}
     splits = [in_dir / s for s in ("train", "test") if (in_dir / s).is_dir()] or [in_dir]
     patients: dict[str, Path] = {}
@@ -120,7 +103,7 @@ def find_patients(in_dir: str | Path) -> dict[str, Path]:
                     path=folder, hint="each patient id must be unique across train/ and test/",
                 )
             patients[folder.name] = folder
-    with_series = {pid: f for pid, f in patients.items() if _sequence_candidates(f)}
+    with_series = {pid: f for pid, f in patients.items() if sequence_candidates(f)}
     if patients and not with_series and any(in_dir.glob("*/*.nii*")):
         raise CohortError(
             "the input holds NIfTI volumes, not DICOM series: it needs no conversion",
@@ -167,7 +150,7 @@ def convert_patient(
 
     Reader options: see `radiogenomics.data.dicom.read_dicom_series`.
     """
-    candidates = _sequence_candidates(folder)
+    candidates = sequence_candidates(folder)
     series = {name: folders[0] for name, folders in candidates.items()}
     written, failures, notes = [], [], []
     for sequence in SEQUENCES:
@@ -207,7 +190,7 @@ def convert_patient(
     return written, failures, notes
 
 
-def _check_output(in_dir: Path, out_dir: Path) -> None:
+def check_output_outside(in_dir: Path, out_dir: Path) -> None:
     """Refuse an output folder inside the input: conversion never writes under IN."""
     source, target = in_dir.resolve(), out_dir.resolve()
     if target == source or source in target.parents:
@@ -301,7 +284,7 @@ def convert_cohort(
     """
     patients = find_patients(in_dir)
     out_dir = Path(out_dir)
-    _check_output(Path(in_dir), out_dir)
+    check_output_outside(Path(in_dir), out_dir)
     _prepare_output(Path(in_dir), out_dir, patients, overwrite)
     workers = max(1, workers or os.cpu_count() or 1)
     report = ConversionReport(patients=sorted(patients))

@@ -20,10 +20,12 @@ from radiogenomics.data.augment import AugmentConfig, augmentation
 from radiogenomics.data.batch_augment import BatchAugment
 from radiogenomics.data.cache import PreprocessCache
 from radiogenomics.data.case import SEQUENCES, Case, canonical_sequence
-from radiogenomics.data.cohorts import load_cohort, require_label
+from radiogenomics.data.cohorts import load_cohort, masks_in_template_space, require_label
+from radiogenomics.data.roi import check_roi
 from radiogenomics.data.splits import load_or_create_splits
 from radiogenomics.data.transforms import PreprocessConfig
 from radiogenomics.errors import CohortError, ConfigError, Failure
+from radiogenomics.extras import require
 
 log = logging.getLogger(__name__)
 
@@ -159,10 +161,14 @@ class MRIDataModule(pl.LightningDataModule):
 
     ``target`` is the label the model needs (``mgmt``, ``grade``, ``survival_class``,
     ``seg``); asking a cohort for a label it lacks raises an error naming a data config
-    that has it. In DDP, the process that runs ``prepare_data`` (global rank 0 with
-    ``shared_cache``, else local rank 0 of each machine) fills the cache and writes the
-    splits; the others only read both. The test set is the cohort's labelled ``test`` split when
-    ``test_split="test"``, or the fold's validation patients when ``test_split="val"``.
+    that has it. ``with_seg`` serves each case's tumour mask beside another target (multi-task
+    models). ``roi="tumour"`` crops each case around its tumour mask (`radiogenomics.data.roi`):
+    the cohort's own, or the one predicted by the segmenter run ``roi_model`` (``roi_masks``,
+    from the config, predicts and caches them). In DDP, the process that runs ``prepare_data``
+    (global rank 0 with ``shared_cache``, else local rank 0 of each machine) fills the cache
+    and writes the splits; the others only read both. The test set is the cohort's labelled
+    ``test`` split when ``test_split="test"``, or the fold's validation patients when
+    ``test_split="val"``.
     """
 
     def __init__(
@@ -193,6 +199,12 @@ class MRIDataModule(pl.LightningDataModule):
         synthetic: dict[str, Any] | None = None,
         on_error: str = "raise",
         skip_invalid_files: bool = False,
+        with_seg: bool = False,
+        register: bool = False,
+        roi: str | None = None,
+        roi_margin_mm: float = 10.0,
+        roi_model: str | None = None,
+        roi_masks: Any = None,
     ) -> None:
         super().__init__()
         if on_error not in ("raise", "skip"):
@@ -214,10 +226,19 @@ class MRIDataModule(pl.LightningDataModule):
             sequences=self.sequences,
             spacing=_spacing(spacing),
             spatial_size=_sizes(spatial_size, "data.spatial_size"),
-            with_seg=target == SEGMENTATION_TARGET,
+            with_seg=target == SEGMENTATION_TARGET or bool(with_seg),
             slab=slab,
             skip_invalid_files=bool(skip_invalid_files),
+            register=bool(register),
+            **self._roi_settings(roi, roi_margin_mm, roi_model, roi_masks, slab),
         )
+        if register:
+            require("SimpleITK")
+        if register and self.preprocess.roi_model:
+            raise ConfigError("predicted masks lie on each patient's native series, not on the "
+                              "template grid data.register=true puts the images on",
+                              key="data.roi_model", hint="crop by the cohort's own masks "
+                              "(unset data.roi_model) or predict without registration")
         self.fold, self.n_folds, self.split_seed = fold, n_folds, split_seed
         self.splits_file = splits_file
         self.test_split = test_split
@@ -264,9 +285,70 @@ class MRIDataModule(pl.LightningDataModule):
         # only the series the model reads must exist (a T1wCE model needs no FLAIR folder)
         options = {"on_missing": self.on_error, "sequences": list(self.sequences),
                    **self.cohort_options}
+        self._check_mask_space()
         cohort = load_cohort(self.layout, self.root, split=split, **options)
         self.skipped += cohort.skipped
-        return list(cohort.cases)
+        if self.roi_masks is None:
+            return list(cohort.cases)
+        cases, failed = self.roi_masks.attach(list(cohort.cases))
+        self._handle_failures(failed)
+        return cases
+
+    def _roi_settings(self, roi: Any, margin_mm: Any, roi_model: str | None, roi_masks: Any,
+                      slab: int | None) -> dict[str, Any]:
+        """The tumour ROI's part of the preprocessing (`radiogenomics.data.roi`); keeps the
+        provider of predicted masks (``roi_masks``, from the config) when ``roi_model`` is set."""
+        roi = check_roi(roi)
+        if roi and slab is not None:
+            raise ConfigError("a tumour ROI and a slab both choose the field of view",
+                              key="data.roi", hint="set data.slab=null or data.roi=null")
+        if not (isinstance(margin_mm, numbers.Real) and not isinstance(margin_mm, bool)
+                and np.isfinite(margin_mm) and margin_mm >= 0):
+            raise ConfigError(f"must be a margin in mm >= 0, not {margin_mm!r}",
+                              key="data.roi_margin_mm")
+        self.roi_masks = None
+        identity = None
+        if roi_model:
+            if roi_masks is None or not getattr(roi_masks, "active", False):
+                raise ConfigError("is set but no provider of predicted masks was given",
+                                  key="data.roi_model", hint="keep data.roi_masks of "
+                                  "conf/data/_volume.yaml in the data config")
+            self.roi_masks = roi_masks
+            identity = roi_masks.identity  # checks the run now, before any work
+            log.info("tumour masks: %s", roi_masks.source)
+        if not roi:
+            return {}
+        return {"roi": roi, "roi_margin_mm": float(margin_mm),
+                "roi_model": identity}
+
+    @property
+    def mask_source(self) -> str | None:
+        """Where the tumour masks of a tumour ROI (or survival features) come from: ``predicted
+        by <run>`` with ``data.roi_model``, ``ground truth`` with ``data.roi`` alone, else None."""
+        if self.roi_masks is not None:
+            return self.roi_masks.source
+        return "ground truth" if self.preprocess.roi else None
+
+    def _check_mask_space(self) -> None:
+        """Refuse template-space masks over unregistered DICOM series of a moved synthetic
+        cohort: resampled by world position, they would miss the tumour."""
+        dicom = self.cohort_options.get("image_format", "dicom") == "dicom"
+        ground_truth = self.preprocess.with_seg or self.mask_source == "ground truth"
+        if not (self.layout == "synthetic" and dicom and ground_truth
+                and not self.preprocess.register):
+            return
+        moved = masks_in_template_space(self.root)
+        if not moved and self.synthetic is not None and not self.root.exists():
+            from radiogenomics.data.synthetic.settings import make_settings
+
+            moved = make_settings(self.synthetic.get("preset", "default")).moved  # to generate
+        if moved:
+            raise ConfigError(
+                f"the synthetic cohort at {self.root} is moved (realistic preset): its DICOM "
+                "series lie in the scanner's world and its tumour masks in template space, so "
+                "the masks would not lie on the tumour of the series", key="data.register",
+                hint="set data.register=true (register the series to template space) or "
+                     "data.cohort_options.image_format=nifti (train on the NIfTI)")
 
     def _has_test_split(self) -> bool:
         return self.test_split == "test"
@@ -279,6 +361,7 @@ class MRIDataModule(pl.LightningDataModule):
         sibling folder renamed into place); an existing root is read as it is, never written:
         one whose cohort was generated with other settings than ``data.synthetic`` is an error.
         """
+        self._check_mask_space()  # before generating a cohort it would refuse
         self.ensure_synthetic()
         train = require_label(self._cohort("train"), self.target, self.layout)
         cases = train + (self._cohort("test") if self._has_test_split() else [])

@@ -1,12 +1,14 @@
 """Register RSNA-layout DICOM patients to template space: BraTS-layout NIfTI + transforms.
 
-    python -m radiogenomics register IN OUT [--n4] [--skull-strip] [--overwrite]
+    python -m radiogenomics register IN OUT [--n4] [--skull-strip] [--affine-only] [--overwrite]
     python -m radiogenomics.data.register IN OUT ...
 
 For each patient (IN: one patient folder ``<id>/{FLAIR,T1w,T1wCE,T2w}/*.dcm`` or a cohort):
 FLAIR, T1w and T2w are registered rigidly to T1wCE, and T1wCE affinely to the MNI152 T1
-(`template.py`); each series is resampled once, through its own composed transform, onto
-the template grid (1 mm, 240x240x155) and written as
+(`template.py`; the affine is refined by a smooth B-spline stage, of which the affine part
+over the atlas brain is kept: `registration.refined_affine`; ``--affine-only`` skips it);
+each series is resampled once, through its own composed transform, onto the template grid
+(1 mm, 240x240x155) and written as
 ``OUT/BraTS2021_<id>/BraTS2021_<id>_{flair,t1,t1ce,t2}.nii.gz``. Beside them,
 ``registration/`` holds ``registration.json`` and one ITK ``.tfm`` per series (template ->
 native: `template_space.to_native` brings any output back onto the DICOM voxels) and the
@@ -30,10 +32,11 @@ import numpy as np
 
 from radiogenomics.data.case import SEQUENCES
 from radiogenomics.data.cohorts.names import BRATS2021_SUFFIXES, brats2021_file
-from radiogenomics.data.convert import _check_output, _sequence_folders, find_patients, finish
+from radiogenomics.data.cohorts.patient_folders import duplicate_problem, sequence_folders
+from radiogenomics.data.convert import check_output_outside, find_patients, finish
 from radiogenomics.data.nifti import write_nifti
 from radiogenomics.data.readers import load_volume
-from radiogenomics.data.template import load_template
+from radiogenomics.data.template import brain_points, load_template
 from radiogenomics.data.template_space import (
     Registration,
     SeriesGeometry,
@@ -48,6 +51,8 @@ from radiogenomics.errors import CohortError, DataError, Failure, MissingExtraEr
 FIXED_SERIES = "T1wCE"
 """The series the others are registered to, and that is registered to the template."""
 ERRORS_FILE = "registration_errors.csv"
+REFINE_POINTS_STEP = 8
+"""Every how many atlas brain voxels (along each axis) the refined affine is fitted on."""
 ESTIMATION_MM = 2.0
 """Voxel size of the template the affine registration is estimated on (output stays 1 mm)."""
 
@@ -85,7 +90,10 @@ def estimation_template() -> Volume:
 
 def read_series(folder: Path, patient: str) -> dict[str, Volume]:
     """The four series of a patient folder; a missing one is a DataError naming it."""
-    folders = _sequence_folders(folder)
+    folders, duplicated = sequence_folders(folder)
+    if duplicated:  # never pick one of two series silently
+        name, both = next(iter(duplicated.items()))
+        raise DataError(duplicate_problem(name, both), patient=patient, path=folder)
     missing = [s for s in SEQUENCES if s not in folders]
     if missing:
         raise DataError(f"series missing: {', '.join(missing)}", patient=patient, path=folder,
@@ -96,28 +104,37 @@ def read_series(folder: Path, patient: str) -> dict[str, Volume]:
     return series
 
 
-def register_series(series: dict[str, Volume], patient: str, n4: bool = False
+def register_series(series: dict[str, Volume], patient: str, n4: bool = False,
+                    fixed_series: str = FIXED_SERIES, affine_only: bool = False
                     ) -> Registration:
-    """The registration of one patient's series (native Volumes by sequence) to the template."""
+    """The registration of one patient's series (native Volumes by sequence) to the template:
+    `fixed_series` affinely to the template (refined by the affine part of a B-spline stage
+    unless `affine_only`: `registration.refined_affine`), every other series rigidly to it."""
     from radiogenomics.data import registration
 
     if n4:
         series = {name: registration.n4(volume) for name, volume in series.items()}
     t1, _ = load_template()
-    fixed = series[FIXED_SERIES]
+    fixed = series[fixed_series]
     if not np.any(fixed.array > 0):
-        raise DataError(f"the {FIXED_SERIES} series is blank", patient=patient)
-    native_from_template, metric = registration.affine(estimation_template(), fixed)
-    geometries, metrics = {}, {FIXED_SERIES: metric}
+        raise DataError(f"the {fixed_series} series is blank", patient=patient)
+    if affine_only:
+        native_from_template, metric = registration.affine(estimation_template(), fixed)
+    else:
+        native_from_template, metric = registration.refined_affine(
+            estimation_template(), fixed, brain_points(REFINE_POINTS_STEP))
+    geometries, metrics = {}, {fixed_series: metric}
     for name, volume in series.items():
         transform = native_from_template
-        if name != FIXED_SERIES:
+        if name != fixed_series:
             moving_from_fixed, metrics[name] = registration.rigid(fixed, volume)
             transform = moving_from_fixed @ native_from_template
         geometries[name] = SeriesGeometry(volume.array.shape, volume.affine, transform,
                                           str(volume.meta.get("source", "")))
     details = {"template": "MNI152 2009a symmetric T1 (nilearn), BraTS grid 1 mm",
-               "fixed_series": FIXED_SERIES, "n4": n4, "library": _library(),
+               "fixed_series": fixed_series, "n4": n4, "library": _library(),
+               "template_transform": "affine" if affine_only else
+               "affine part of affine + B-spline (registration.refined_affine)",
                "final_metric": metrics}
     return Registration(patient, t1.array.shape, t1.affine, geometries, details)
 
@@ -129,10 +146,10 @@ def _library() -> str:
 
 
 def register_patient(folder: Path, patient: str, out_dir: Path, n4: bool = False,
-                     skull_strip: bool = False) -> Registration:
+                     skull_strip: bool = False, affine_only: bool = False) -> Registration:
     """Register one patient folder and write its BraTS-layout NIfTI and transforms."""
     series = read_series(folder, patient)
-    result = register_series(series, patient, n4)
+    result = register_series(series, patient, n4, affine_only=affine_only)
     _, mask = load_template()
     case = brats2021_file(out_dir, patient, "seg").parent
     folder_out = case / "registration"
@@ -152,11 +169,12 @@ def register_patient(folder: Path, patient: str, out_dir: Path, n4: bool = False
 
 
 def register_cohort(in_dir: str | Path, out_dir: str | Path, n4: bool = False,
-                    skull_strip: bool = False, overwrite: bool = False) -> RegistrationReport:
+                    skull_strip: bool = False, overwrite: bool = False,
+                    affine_only: bool = False) -> RegistrationReport:
     """Register every patient under `in_dir` into `out_dir`; one Failure per patient lost."""
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     patients = find_patients(in_dir)
-    _check_output(in_dir, out_dir)
+    check_output_outside(in_dir, out_dir)
     taken = [p for p in patients if brats2021_file(out_dir, p, "seg").parent.exists()]
     if taken and not overwrite:
         raise CohortError(f"the output folder already holds registered patients "
@@ -165,7 +183,7 @@ def register_cohort(in_dir: str | Path, out_dir: str | Path, n4: bool = False,
     report, start = RegistrationReport(), time.perf_counter()
     for patient, folder in patients.items():
         try:
-            register_patient(folder, patient, out_dir, n4, skull_strip)
+            register_patient(folder, patient, out_dir, n4, skull_strip, affine_only)
             report.patients.append(patient)
         except MissingExtraError:
             raise
@@ -200,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("output", type=Path,
                         help="folder for BraTS2021_<id>/ (NIfTI in template space + transforms)")
     parser.add_argument("--n4", action="store_true", help="N4 bias-field correction first")
+    parser.add_argument("--affine-only", action="store_true",
+                        help="plain affine to the template (faster, less accurate): no "
+                             "B-spline refinement")
     parser.add_argument("--skull-strip", action="store_true",
                         help="multiply the template-space images by the atlas brain mask")
     parser.add_argument("--overwrite", action="store_true",
@@ -207,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         report = register_cohort(args.input, args.output, args.n4, args.skull_strip,
-                                 args.overwrite)
+                                 args.overwrite, args.affine_only)
     except (DataError, MissingExtraError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -49,3 +49,12 @@ def load_template() -> tuple[Volume, Volume]:
     affine = template_affine()
     return (Volume.from_array(on_grid, affine, "axial"),
             Volume.from_array(on_grid > BRAIN_THRESHOLD, affine, "axial"))
+
+
+@lru_cache(maxsize=4)
+def brain_points(step: int = 4) -> np.ndarray:
+    """Homogeneous RAS positions (n, 4) of every `step`-th voxel of the atlas brain mask."""
+    _, mask = load_template()
+    index = np.argwhere(mask.array[::step, ::step, ::step] > 0) * step
+    return np.c_[index @ mask.affine[:3, :3].T + mask.affine[:3, 3], np.ones(len(index))]
+

@@ -15,6 +15,8 @@ from monai.data import MetaTensor
 from radiogenomics.data.labels import to_internal
 from radiogenomics.data.readers import load_volume
 from radiogenomics.data.resample import ResampleCropResized, SeparableResized
+from radiogenomics.data.roi import ROI_KEY, TumourCropd
+from radiogenomics.data.template_transform import RegisterToTemplated
 from radiogenomics.data.volume import c_order, is_nifti
 from radiogenomics.errors import DataError, NiftiError
 
@@ -44,9 +46,24 @@ class PreprocessConfig:
     dtype: str = "float16"
     skip_invalid_files: bool = False
     """Leave unreadable DICOM images out of a series (listed in the log) instead of failing."""
+    register: bool = False
+    """Register DICOM series to the template grid first (`template_transform`)."""
+    roi: str | None = None
+    """``tumour``: crop to a box around the tumour mask instead of the brain (`data.roi`)."""
+    roi_margin_mm: float = 10.0
+    """Tumour margin kept on each side of the ROI, in mm."""
+    roi_model: str | None = None
+    """Identity (checkpoints, sizes, mtimes) of the segmenter whose predicted masks give the
+    ROI; None: the cohort's own masks."""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        values = asdict(self)
+        if not self.register:
+            del values["register"]  # off: the keys of caches made before it existed stay valid
+        if self.roi is None:  # likewise for the ROI settings
+            for key in ("roi", "roi_margin_mm", "roi_model"):
+                del values[key]
+        return values
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> PreprocessConfig:
@@ -219,26 +236,39 @@ class CheckFinited(mt.MapTransform):
 
 
 def preprocessing(config: PreprocessConfig) -> mt.Compose:
-    """The deterministic pipeline: load, orient RAS, resample, crop, resize, normalise."""
+    """The deterministic pipeline: load, (register,) orient RAS, resample, crop, resize,
+    normalise."""
     sequences = list(config.sequences)
     reference = sequences[0]
     image_keys = list(sequences)
-    all_keys = image_keys + (["seg"] if config.with_seg else [])
-    modes = ["bilinear"] * len(image_keys) + (["nearest"] if config.with_seg else [])
+    # the ROI mask (data.roi=tumour) travels with the images until the crop, then is dropped
+    mask_keys = (["seg"] if config.with_seg else []) + ([ROI_KEY] if config.roi else [])
+    all_keys = image_keys + mask_keys
+    modes = ["bilinear"] * len(image_keys) + ["nearest"] * len(mask_keys)
+    if config.roi and config.slab is not None:
+        raise ValueError("a tumour ROI and a slab both choose the field of view: set one")
     steps: list[mt.Transform] = [
         LoadVolumed(all_keys, skip_invalid_files=config.skip_invalid_files),
-        *([CheckMaskGridd("seg", reference)] if config.with_seg else []),
+        *[CheckMaskGridd(key, reference) for key in mask_keys],
         CheckFinited(image_keys),
+        *([RegisterToTemplated(image_keys)] if config.register else []),
         mt.Orientationd(keys=all_keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
     ]
-    if config.with_seg:
+    if config.with_seg:  # the ROI mask needs no codes: its tumour is every label > 0
         steps.append(ToInternalLabelsd(["seg"]))
     # MONAI's Spacingd (reference), ResampleToMatchd (others), CropForegroundd(margin=2) and
     # Resized in one separable pass per image, with MONAI's record of each step (see resample)
     steps.append(ResampleCropResized(
         all_keys, reference=reference, modes=modes, spacing=config.spacing,
-        margin=2 if config.crop_foreground else None,
-        spatial_size=config.spatial_size if config.slab is None else None))
+        margin=2 if config.crop_foreground and not config.roi else None,
+        spatial_size=config.spatial_size if config.slab is None and not config.roi else None))
+    if config.roi:
+        steps += [
+            TumourCropd(all_keys, mask_key=ROI_KEY, margin_mm=config.roi_margin_mm,
+                        spatial_size=config.spatial_size,
+                        modes=[m.replace("nearest", "nearest-exact") for m in modes]),
+            mt.DeleteItemsd(keys=ROI_KEY),
+        ]
     if config.slab is not None:
         steps += [
             CentralSlabd(all_keys, reference_key=reference, depth=config.slab),

@@ -106,12 +106,15 @@ def ranked_cases(dice: dict[str, float]) -> dict[str, str]:
 
 
 def write_segmentation_figure(case: Case, mask: Path, preprocessor: CasePreprocessor,
-                              path: Path, title: str) -> Path:
-    """Scan, the case's own mask and the predicted `mask` (a written NIfTI) side by side."""
+                              path: Path, title: str, truth: np.ndarray | None = None) -> Path:
+    """Scan, the case's own mask and the predicted `mask` (a written NIfTI) side by side;
+    `truth` (internal codes on the scan's voxels) when the case's mask is not in the scan's
+    world (registered cases: `masks.truth_on_series`)."""
     scan = reference_scan(case, preprocessor)
     written = load_volume(mask, patient=case["id"])
     scheme = case.get("label_scheme") or "brats2021"
     predicted = to_internal(np.rint(written.array).astype(np.int64), scheme, patient=case["id"])
-    truth = truth_on_grid(case, scan)
+    if truth is None:
+        truth = truth_on_grid(case, scan)
     return plot_segmentation_overlay(scan.array, truth, predicted, path, spacing=scan.spacing,
                                      title=title)

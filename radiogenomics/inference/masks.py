@@ -5,7 +5,9 @@ preprocessing (orientation, resampling, foreground crop, slab, resize) is invert
 `Invertd`, so the mask has the shape and affine of the case's reference image (its first
 sequence as `radiogenomics.data.readers.load_volume` reads it: for DICOM, the RAS geometry
 of the conversion) and lies over the scan voxel for voxel; voxel-wise uncertainty maps are
-written beside it on the same grid. `CohortSegmenter`
+written beside it on the same grid. With ``data.register=true`` the preprocessing starts on
+the template grid: the mask is made there, then taken back onto each series' own voxels
+through the patient's registration (`native_masks`). `CohortSegmenter`
 (`radiogenomics.inference.segmentation`) is the cohort- and ensemble-level runner of predict.py.
 """
 
@@ -25,6 +27,8 @@ from radiogenomics.data.case import Case
 from radiogenomics.data.labels import from_internal, to_internal
 from radiogenomics.data.nifti import write_nifti
 from radiogenomics.data.readers import load_volume
+from radiogenomics.data.template_space import Registration, resample, to_native
+from radiogenomics.data.template_transform import REGISTRATION_KEY
 from radiogenomics.data.transforms import PreprocessConfig
 from radiogenomics.data.volume import Volume
 from radiogenomics.evaluation.segmentation_scores import region_volumes
@@ -49,6 +53,34 @@ def truth_on_grid(case: Case, grid: Volume) -> np.ndarray:
     target = MetaTensor(torch.zeros(1, *grid.array.shape), affine=grid.affine)
     resampled = mt.ResampleToMatch(mode="nearest", padding_mode="zeros")(source, target)
     return resampled[0].round().long().numpy()
+
+
+def truth_on_series(case: Case, registration: Registration, series: str) -> np.ndarray:
+    """The case's template-space mask in internal codes on the native voxels of `series`."""
+    truth = load_volume(case["seg"], patient=case["id"])
+    codes = to_internal(np.rint(truth.array).astype(np.int64),
+                        case.get("label_scheme") or "brats2021", patient=case["id"])
+    native = to_native(codes.astype(np.float32), truth.affine, registration, series, order=0)
+    return np.rint(native.array).astype(np.int64)
+
+
+def on_truth_grid(case: Case, mask: Volume) -> Volume:
+    """A template-space `mask` on the voxels of the case's own template-space mask (nearest):
+    registered cases are scored there, as cases read from that grid are."""
+    truth = load_volume(case["seg"], patient=case["id"])
+    array = resample(np.asarray(mask.array), mask.affine, truth.array.shape, truth.affine,
+                     np.eye(4), order=0)
+    return Volume.from_array(array, truth.affine, **mask.meta)
+
+
+def native_masks(mask: Volume, registration: Registration) -> dict[str, Volume]:
+    """A template-space `mask` on the native voxels of each registered series (nearest)."""
+    masks = {}
+    for series in registration.series:
+        native = to_native(np.asarray(mask.array, np.float32), mask.affine, registration, series)
+        masks[series] = Volume(np.rint(native.array).astype(np.uint8), native.affine,
+                               native.spacing, meta=dict(mask.meta))
+    return masks
 
 
 def probability_map(module: SegmentationModule, image: torch.Tensor) -> np.ndarray:
@@ -87,7 +119,8 @@ def mask_on_input_grid(module: SegmentationModule, preprocessor: CasePreprocesso
 
 def predict_mask(module: SegmentationModule | Sequence[SegmentationModule], case: Case,
                  preprocess: PreprocessConfig, label_scheme: str | None = None) -> Volume:
-    """The predicted tumour mask of `case`, in the geometry of its reference image.
+    """The predicted tumour mask of `case`, in the geometry of its reference image (with
+    ``register``, taken back from the template grid onto that series' own voxels).
 
     `preprocess` is the preprocessing the module was trained with (the datamodule's
     ``preprocess``). Codes follow `label_scheme` (see `mask_on_input_grid`). A sequence of
@@ -97,8 +130,12 @@ def predict_mask(module: SegmentationModule | Sequence[SegmentationModule], case
     preprocessor = CasePreprocessor(dataclasses.replace(preprocess, with_seg=False))
     prepared = preprocessor(case)
     probabilities = np.mean([probability_map(m, prepared.image) for m in modules], axis=0)
-    return mask_on_input_grid(modules[0], preprocessor, prepared, probabilities, case,
+    mask = mask_on_input_grid(modules[0], preprocessor, prepared, probabilities, case,
                               label_scheme)
+    registration = prepared.sample.get(REGISTRATION_KEY)
+    if registration is None:
+        return mask
+    return native_masks(mask, registration)[preprocessor.reference]
 
 
 def write_mask(mask: Volume, out_dir: str | Path, case_id: str) -> Path:

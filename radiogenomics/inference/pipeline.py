@@ -23,8 +23,9 @@ from omegaconf import DictConfig
 from radiogenomics import config as rc
 from radiogenomics.audit.checks import Verdict, check_unseen
 from radiogenomics.audit.subject import recorded_partitions
-from radiogenomics.data.cohorts import Cohort, prediction_cohort
-from radiogenomics.errors import Failure, RadiogenomicsError
+from radiogenomics.data.cohorts import Cohort, masks_in_template_space, prediction_cohort
+from radiogenomics.data.template_space import load as load_registration
+from radiogenomics.errors import ConfigError, Failure, RadiogenomicsError
 from radiogenomics.evaluation.calibration import CALIBRATION_FILE, DESCRIPTIONS, load_calibrator
 from radiogenomics.evaluation.report import (
     EvaluationReport,
@@ -37,6 +38,8 @@ from radiogenomics.evaluation.report import (
 from radiogenomics.inference import outputs
 from radiogenomics.inference.exported import ExportedNet, refuse_gradient_tools
 from radiogenomics.inference.figures import ranked_cases, write_segmentation_figure
+from radiogenomics.inference.masks import truth_on_series
+from radiogenomics.inference.predicted_masks import check_roi_masks
 from radiogenomics.inference.runner import (
     CohortPrediction,
     CohortPredictor,
@@ -175,11 +178,15 @@ def _ranked_figures(result: CohortSegmentation, cohort: Cohort, segmenter: Cohor
     figures = {}
     for rank, pid in ranks.items():
         dice = scored[pid].scores["dice_wt"]
+        saved = scored[pid].registration
+        # a registered case's mask is in template space: drawn through its registration
+        truth = ({"truth": truth_on_series(cases[pid], load_registration(saved),
+                                           segmenter.preprocessor.reference)} if saved else {})
         figures[f"segmentation_{rank}"] = write_segmentation_figure(
             cases[pid], scored[pid].mask, segmenter.preprocessor,
             out_dir / f"segmentation_{rank}.png",
             f"{rank} of {len(scored)} patients by whole-tumour Dice: patient {pid}, "
-            f"Dice WT {dice:.3f}")
+            f"Dice WT {dice:.3f}", **truth)
     return figures
 
 
@@ -204,6 +211,19 @@ def unseen_patients(cohort: Cohort, models: list[TrainedModel]) -> Verdict:
     return check_unseen(cohort.ids, recorded_partitions([m.run_dir for m in models]), elsewhere)
 
 
+def check_mask_space(cohort: Cohort, image_format: str, registered: bool) -> None:
+    """Refuse to score masks of unregistered DICOM series against a moved synthetic cohort's
+    template-space masks: resampled by world position, they miss the tumour."""
+    if (cohort.name == "synthetic" and image_format == "dicom" and not registered
+            and masks_in_template_space(cohort.root)):
+        raise ConfigError(
+            f"the synthetic cohort at {cohort.root} is moved (realistic preset): its DICOM "
+            "series lie in the scanner's world and its tumour masks in template space, so the "
+            "predicted masks cannot be scored against them", key="data.image_format",
+            hint="predict its NIfTI (data.image_format=nifti), or use a segmenter trained with "
+                 "data.register=true")
+
+
 def predict_cohort(cfg: DictConfig) -> tuple[Result, EvaluationReport | None]:
     """Predict the cohort of a predict.py config (conf/predict.yaml) into ``cfg.output_dir``."""
     out_dir = Path(cfg.output_dir)
@@ -213,18 +233,23 @@ def predict_cohort(cfg: DictConfig) -> tuple[Result, EvaluationReport | None]:
         log.info("overwrite=true: removed %d file(s) of an earlier prediction in %s",
                  len(removed), out_dir)
     device = resolve_device(cfg.device)
-    models = load_models(cfg.ckpt_path, cfg.checkpoint, device)
+    roi_model = cfg.data.get("roi_model")
+    models = load_models(cfg.ckpt_path, cfg.checkpoint, device, roi_model=roi_model)
     if any(isinstance(m.net, ExportedNet) for m in models):
         refuse_gradient_tools(cfg.get("interpret"), cfg.get("uncertainty"))
     trained_data = models[0].config.data
     formats = trained_data.get("cohort_options") or {}
+    image_format = cfg.data.image_format or formats.get("image_format", "dicom")
     cohort = prediction_cohort(
         cfg.data.root or trained_data.root,
         models[0].preprocess.sequences,
         layout=cfg.data.layout or (None if cfg.data.root else trained_data.layout),
         split=cfg.data.split,
-        image_format=cfg.data.image_format or formats.get("image_format", "dicom"),
+        image_format=image_format,
     )
+    if models[0].is_segmenter:
+        check_mask_space(cohort, image_format, models[0].preprocess.register)
+    check_roi_masks(models[0], cohort, roi_model)
     if not cohort.cases:
         log.error("none of the %d patient(s) of %s can be read: each gets the fallback row",
                   len(cohort.skipped), cohort.root)

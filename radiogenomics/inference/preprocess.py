@@ -12,6 +12,7 @@ from monai.data import MetaTensor
 
 from radiogenomics.data.cache import case_sources, run_preprocessing
 from radiogenomics.data.case import Case
+from radiogenomics.data.roi import PREDICTED_MASK_KEY
 from radiogenomics.data.transforms import PreprocessConfig, preprocessing
 
 
@@ -31,19 +32,25 @@ class PreparedCase:
 class CasePreprocessor:
     """Run the deterministic training pipeline on the images of cases, one at a time.
 
-    The cache's own source and pipeline functions, without the cache; masks are not read:
-    `config` must have ``with_seg=False``.
+    The cache's own source and pipeline functions, without the cache; masks are not read
+    (`config` must have ``with_seg=False``) but for the crop of a tumour ROI: the case's own,
+    or the one `roi_masks` predicts when ``config.roi_model`` is set.
     """
 
-    def __init__(self, config: PreprocessConfig) -> None:
+    def __init__(self, config: PreprocessConfig, roi_masks: Any = None) -> None:
         if config.with_seg:
             raise ValueError("CasePreprocessor prepares images only: pass with_seg=False")
+        if config.roi and config.roi_model and roi_masks is None:
+            raise ValueError("a tumour ROI of predicted masks needs their provider (roi_masks)")
         self.config = config
+        self.roi_masks = roi_masks if config.roi and config.roi_model else None
         self.pipeline = preprocessing(config)
         self.reference = config.sequences[0]
 
     def __call__(self, case: Case) -> PreparedCase:
         """Preprocess a case; a DataError names the patient and series that cannot be used."""
+        if self.roi_masks is not None:
+            case = {**case, PREDICTED_MASK_KEY: str(self.roi_masks(case))}
         sources = case_sources(case, self.config, hint="the model needs every sequence it "
                                                         "was trained on: add the series")
         result = run_preprocessing(self.pipeline, case, sources)

@@ -20,6 +20,8 @@ from torch import nn
 from radiogenomics.data.case import Case
 from radiogenomics.data.cohorts import Cohort
 from radiogenomics.data.nifti import write_nifti
+from radiogenomics.data.template_space import to_native
+from radiogenomics.data.template_transform import REGISTRATION_KEY
 from radiogenomics.errors import DataError, Failure, RadiogenomicsError
 from radiogenomics.inference.figures import map_view, prediction_title, write_map_figure
 from radiogenomics.inference.preprocess import CasePreprocessor, PreparedCase
@@ -132,7 +134,7 @@ class CohortPredictor:
         self.explainer = explainer
         self.uncertainty = uncertainty
         self.device = torch.device(device)
-        self.preprocessor = CasePreprocessor(models[0].preprocess)
+        self.preprocessor = CasePreprocessor(models[0].preprocess, models[0].roi_masks)
         self.n_outputs = _n_outputs(models[0])
         self.target = models[0].target
 
@@ -161,6 +163,10 @@ class CohortPredictor:
         folder = self.out_dir / "maps"
         stem = f"{prepared.id}_{self.explainer.name}"
         array, affine = self.preprocessor.to_input_geometry(prepared, heatmap)
+        registration = prepared.sample.get(REGISTRATION_KEY)
+        if registration is not None:  # from the template grid onto the reference series
+            native = to_native(array, affine, registration, self.preprocessor.reference, 1)
+            array, affine = native.array, native.affine
         written = [write_nifti(array.astype(np.float32), affine, folder / f"{stem}.nii.gz")]
         title = prediction_title(prepared.id, self.target, prediction.probabilities,
                                  prediction.label)

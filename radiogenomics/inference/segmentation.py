@@ -4,10 +4,18 @@ Each mask comes from the members' probabilities averaged and mapped back to the 
 model's first sequence as read from disk (`radiogenomics.inference.masks`), and is
 written as ``masks/<id>_seg.nii.gz`` with the codes of the case's label scheme (BraTS 2021
 for DICOM cohorts). Where the case has a mask, the prediction is scored against it on that
-same input grid, as BraTS evaluates at the original resolution (HD95 in mm). With an
-`uncertainty` estimator (TTA or MC dropout), every member gives N probability maps whose
-voxel-wise mean, standard deviation and entropy are written beside the mask, on its grid,
-and summarised inside the predicted tumour.
+same input grid, as BraTS evaluates at the original resolution (HD95 in mm).
+
+A model trained with ``data.register=true`` predicts on the template grid: the mask is written
+there (``masks/<id>_template_seg.nii.gz``) and through the patient's registration (saved as
+``registration/<id>/``) on the native voxels of each registered series, the reference series'
+as ``masks/<id>_seg.nii.gz`` and every other one as ``masks/<id>_<series>_seg.nii.gz``;
+region volumes are measured on the reference series, scores on the grid of the case's own
+mask (then in template space, as BraTS-layout masks are: the grid an unregistered NIfTI
+case is scored on), and uncertainty maps stay on the template grid. With an `uncertainty`
+estimator (TTA or MC dropout), every member gives N probability maps whose voxel-wise mean,
+standard deviation and entropy are written beside the mask, on its grid, and summarised
+inside the predicted tumour.
 """
 
 from __future__ import annotations
@@ -23,12 +31,17 @@ import torch
 from radiogenomics.data.case import Case
 from radiogenomics.data.cohorts import Cohort
 from radiogenomics.data.labels import INTERNAL_CLASSES, REGIONS, to_internal
+from radiogenomics.data.template_space import Registration
+from radiogenomics.data.template_space import save as save_registration
+from radiogenomics.data.template_transform import REGISTRATION_KEY
 from radiogenomics.data.volume import Volume
 from radiogenomics.errors import DataError, Failure, RadiogenomicsError
 from radiogenomics.evaluation.segmentation_scores import region_volumes, segmentation_scores
 from radiogenomics.inference.masks import (
     batch_probabilities,
     mask_on_input_grid,
+    native_masks,
+    on_truth_grid,
     probability_map,
     truth_on_grid,
     write_mask,
@@ -70,6 +83,8 @@ class PatientSegmentation:
     """Dice, IoU and HD95 (mm) against the case's own mask, on the input grid."""
     failed: bool = False
     uncertainty: MaskUncertainty | None = None
+    registration: Path | None = None
+    """The patient's registration to template space (``data.register=true``), else None."""
 
 
 @dataclass
@@ -106,19 +121,40 @@ class CohortSegmenter:
                             patient=case["id"], hint="check this patient's images (extreme or "
                             "empty intensities) and that the checkpoint is not diverged")
         mask = mask_on_input_grid(modules[0], self.preprocessor, prepared, probabilities, case)
-        path = write_mask(mask, self.out_dir / "masks", case["id"])
-        volumes = region_volumes(mask.array, mask.affine, mask.meta["label_scheme"])
+        registration = prepared.sample.get(REGISTRATION_KEY)
+        on_reference, saved = mask, None
+        if registration is None:
+            path = write_mask(mask, self.out_dir / "masks", case["id"])
+        else:
+            path, on_reference, saved = self._write_native(case["id"], mask, registration)
+        volumes = region_volumes(on_reference.array, on_reference.affine,
+                                 mask.meta["label_scheme"])
         scores = {}
         if case.get("seg"):
-            predicted = to_internal(mask.array.astype(np.int64), mask.meta["label_scheme"])
-            truth = truth_on_grid(case, mask)
+            scored = mask if registration is None else on_truth_grid(case, mask)
+            predicted = to_internal(scored.array.astype(np.int64), mask.meta["label_scheme"])
+            truth = truth_on_grid(case, scored)
             values = segmentation_scores(torch.from_numpy(predicted)[None, None],
-                                         torch.from_numpy(truth)[None, None], mask.spacing)
+                                         torch.from_numpy(truth)[None, None], scored.spacing)
             scores = {name: float(value[0]) for name, value in values.items()}
-        patient = PatientSegmentation(case["id"], path, volumes, scores)
+        patient = PatientSegmentation(case["id"], path, volumes, scores, registration=saved)
         if self.uncertainty is not None:
             patient.uncertainty = self._uncertainty(prepared, mask)
         return patient
+
+    def _write_native(self, case_id: str, mask: Volume, registration: Registration
+                      ) -> tuple[Path, Volume, Path]:
+        """The template-space mask written as it is and on each registered series' voxels,
+        and the registration saved; the reference series' mask file, that mask, the folder."""
+        folder = self.out_dir / "masks"
+        write_mask(mask, folder, f"{case_id}_template")
+        reference = self.preprocessor.reference
+        masks = native_masks(mask, registration)
+        paths = {series: write_mask(native, folder, case_id if series == reference
+                                    else f"{case_id}_{series}")
+                 for series, native in masks.items()}
+        saved = save_registration(registration, self.out_dir / "registration" / case_id).parent
+        return paths[reference], masks[reference], saved
 
     def _uncertainty(self, prepared: PreparedCase, mask: Volume) -> MaskUncertainty:
         """Every member's probability maps, summarised and written on the mask's grid."""

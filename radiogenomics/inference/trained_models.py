@@ -69,6 +69,9 @@ class TrainedModel:
     target: str
     slicing: SliceSampling | None = None
     """None: the net takes whole volumes."""
+    roi_masks: Any = None
+    """The provider of predicted tumour masks (`predicted_masks.PredictedMasks`) of a
+    classifier trained on a tumour ROI with ``data.roi_model``; None otherwise."""
 
     @property
     def net(self) -> nn.Module:
@@ -121,9 +124,17 @@ def _slicing(datamodule: Any, module: nn.Module, run_dir: Path) -> SliceSampling
 
 
 def load_model(run_dir: Path, checkpoint: Path, device: torch.device | str = "cpu",
-               name: str | None = None) -> TrainedModel:
-    """Rebuild the net and module from the run's config and load the checkpoint's weights."""
+               name: str | None = None, roi_model: str | None = None) -> TrainedModel:
+    """Rebuild the net and module from the run's config and load the checkpoint's weights.
+
+    ``roi_model``: the segmenter run whose predicted masks give the tumour ROI, in place of
+    the run's own ``data.roi_model``."""
     config = read_config(run_dir)
+    if roi_model:  # the saved config is resolved: its provider names the run's own
+        with open_dict(config.data):
+            config.data.roi_model = str(roi_model)
+            if config.data.get("roi_masks"):
+                config.data.roi_masks.run_dir = str(roi_model)
     net_config = config.model.net
     if "pretrained_path" in net_config:
         with open_dict(net_config):
@@ -161,17 +172,20 @@ def _trained(config: DictConfig, module: nn.Module, run_dir: Path, checkpoint: P
         module=module.eval().to(device),
         preprocess=dataclasses.replace(preprocess, with_seg=False),
         target=str(datamodule.target), slicing=_slicing(datamodule, module, run_dir),
+        roi_masks=getattr(datamodule, "roi_masks", None),
     )
 
 
 def load_models(ckpt_path: str | Path, which: str = "best",
-                device: torch.device | str = "cpu") -> list[TrainedModel]:
+                device: torch.device | str = "cpu",
+                roi_model: str | None = None) -> list[TrainedModel]:
     """Every model `ckpt_path` names (one, or the members of a fold ensemble); an export
-    folder (`radiogenomics.inference.export`) is one model."""
+    folder (`radiogenomics.inference.export`) is one model. ``roi_model``: see `load_model`."""
     if is_export_folder(ckpt_path):
         return [load_exported(Path(ckpt_path).expanduser(), device)]
     runs = find_runs(ckpt_path)
-    models = [load_model(run_dir, checkpoint or choose_checkpoint(run_dir, which), device)
+    models = [load_model(run_dir, checkpoint or choose_checkpoint(run_dir, which), device,
+                         roi_model=roi_model)
               for run_dir, checkpoint in runs]
     check_ensemble(models)
     return models

@@ -48,8 +48,9 @@ class TrainableModule(pl.LightningModule):
     def _channels_last(self) -> bool:
         return bool(self.hparams.get("channels_last", False))
 
-    def forward(self, x: torch.Tensor) -> Any:
-        return self.net(channels_last_input(x) if self._channels_last else x)
+    def forward(self, x: torch.Tensor, **options: Any) -> Any:
+        """The net's output; `options` go to the net (e.g. ``segment=True``)."""
+        return self.net(channels_last_input(x) if self._channels_last else x, **options)
 
     def _step(self, batch: dict[str, Any], split: str) -> torch.Tensor:
         """The loss of one batch of `split`, with its metrics updated."""

@@ -94,16 +94,19 @@ class ClassificationModule(TrainableModule):
 
     def _step(self, batch: dict[str, Any], split: str) -> torch.Tensor:
         logits = self(batch["image"])
+        loss = self._classification_loss(logits, batch)
+        self._log_loss(split, loss, len(logits))
+        self._update_metrics(split, batch, self.probabilities(logits.detach()))
+        return loss
+
+    def _classification_loss(self, logits: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+        """The criterion of a batch's logits against its ``label``s (all must be labelled)."""
         target = batch["label"]
         if (target < 0).any():
             raise ValueError(f"batch of patients {batch['id']} holds an unlabelled case")
         if self.binary:
-            loss = self.criterion(logits.squeeze(-1), target.float())
-        else:
-            loss = self.criterion(logits, target.long())
-        self._log_loss(split, loss, len(target))
-        self._update_metrics(split, batch, self.probabilities(logits.detach()))
-        return loss
+            return self.criterion(logits.squeeze(-1), target.float())
+        return self.criterion(logits, target.long())
 
     def _update_metrics(self, split: str, batch: dict[str, Any],
                         probabilities: torch.Tensor) -> None:

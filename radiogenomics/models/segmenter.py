@@ -74,6 +74,53 @@ def labels_from_regions(channels: torch.Tensor) -> torch.Tensor:
     return labels
 
 
+def segmentation_target(seg: torch.Tensor, output: str) -> torch.Tensor:
+    """The loss target of internal label maps (B, 1, ...): region channels or the labels."""
+    if output == "regions":
+        return torch.stack([regions(mask) for mask in seg]).float()
+    return seg
+
+
+def segmentation_probabilities(logits: torch.Tensor, output: str) -> torch.Tensor:
+    """Sigmoid region probabilities or softmax label probabilities."""
+    return torch.sigmoid(logits) if output == "regions" else torch.softmax(logits, dim=1)
+
+
+def segmentation_label_map(probabilities: torch.Tensor, output: str,
+                           threshold: float) -> torch.Tensor:
+    """Internal label map (B, 1, ...) of region or label probabilities (B, K, ...)."""
+    if output == "regions":
+        return labels_from_regions(probabilities > threshold)
+    return probabilities.argmax(dim=1, keepdim=True)
+
+
+class SegmentationScores(nn.Module):
+    """Per-case means of the segmentation scores (`SCORES`) of the val and test splits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.means = nn.ModuleDict({f"{split}_{name}": MeanMetric()
+                                    for split in SPLITS[1:] for name in SCORES})
+
+    def update(self, split: str, prediction: torch.Tensor, seg: torch.Tensor) -> None:
+        """Add the scores of predicted label maps against the true ones (B, 1, ...)."""
+        for name, values in segmentation_scores(prediction, seg).items():
+            self.means[f"{split}_{name}"].update(values)
+
+    def updated(self, split: str) -> bool:
+        """Whether any case of `split` was scored since the last `compute`."""
+        return self.means[f"{split}_{SCORES[0]}"].update_called
+
+    def compute(self, split: str) -> dict[str, torch.Tensor]:
+        """``{split}/{score}`` means of the epoch, then reset."""
+        values = {}
+        for name in SCORES:
+            metric = self.means[f"{split}_{name}"]
+            values[f"{split}/{name}"] = metric.compute()
+            metric.reset()
+        return values
+
+
 class SegmentationModule(TrainableModule):
     """Train an injected segmentation net on ``seg`` batches of internal label maps.
 
@@ -109,8 +156,7 @@ class SegmentationModule(TrainableModule):
         super().__init__(net, optimizer, scheduler)
         self.channels = output_channels(output)
         self.criterion = segmentation_loss(loss, output)
-        self.scores = nn.ModuleDict({f"{split}_{name}": MeanMetric()
-                                     for split in SPLITS[1:] for name in SCORES})
+        self.scores = SegmentationScores()
 
     def logits(self, image: torch.Tensor) -> torch.Tensor:
         """Logits of whole volumes: by sliding windows of the patch size when there is one."""
@@ -124,20 +170,12 @@ class SegmentationModule(TrainableModule):
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Sigmoid region probabilities or softmax label probabilities."""
-        if self.hparams.output == "regions":
-            return torch.sigmoid(logits)
-        return torch.softmax(logits, dim=1)
+        return segmentation_probabilities(logits, self.hparams.output)
 
     def label_map(self, probabilities: torch.Tensor) -> torch.Tensor:
         """Internal label map (B, 1, ...) of region or label probabilities (B, K, ...)."""
-        if self.hparams.output == "regions":
-            return labels_from_regions(probabilities > self.hparams.threshold)
-        return probabilities.argmax(dim=1, keepdim=True)
-
-    def _target(self, seg: torch.Tensor) -> torch.Tensor:
-        if self.hparams.output == "regions":
-            return torch.stack([regions(mask) for mask in seg]).float()
-        return seg
+        return segmentation_label_map(probabilities, self.hparams.output,
+                                      self.hparams.threshold)
 
     def _step(self, batch: dict[str, Any], split: str) -> torch.Tensor:
         image, seg = batch["image"], batch["seg"]
@@ -146,20 +184,14 @@ class SegmentationModule(TrainableModule):
             raise ValueError(
                 f"the net gives {logits.shape[1]} channels but model.output="
                 f"{self.hparams.output} needs {self.channels}: set model.net.out_channels")
-        loss = self.criterion(logits, self._target(seg))
+        loss = self.criterion(logits, segmentation_target(seg, self.hparams.output))
         self._log_loss(split, loss, len(image))
         if split != "train":
-            prediction = self.label_map(self.probabilities(logits.detach()))
-            for name, values in segmentation_scores(prediction, seg).items():
-                self.scores[f"{split}_{name}"].update(values)
+            self.scores.update(split, self.label_map(self.probabilities(logits.detach())), seg)
         return loss
 
     def _log_epoch(self, split: str) -> dict[str, torch.Tensor]:
-        values = {}
-        for name in SCORES:
-            metric = self.scores[f"{split}_{name}"]
-            values[f"{split}/{name}"] = metric.compute()
-            metric.reset()
+        values = self.scores.compute(split)
         self.log_dict(values)
         return values
 

@@ -25,6 +25,7 @@ from sklearn.preprocessing import StandardScaler
 from radiogenomics.data.case import CLASS_NAMES, Case
 from radiogenomics.data.labels import REGIONS
 from radiogenomics.data.readers import load_volume
+from radiogenomics.data.roi import PREDICTED_MASK_KEY
 from radiogenomics.errors import DataError, LabelError
 from radiogenomics.evaluation.segmentation_scores import region_volumes
 
@@ -40,11 +41,14 @@ def survival_features(case: Case, brain_sequence: str = "T1w") -> dict[str, floa
     """Each region's volume over the brain volume (nonzero voxels of `brain_sequence`), and age.
 
     Volumes are measured in ml on each file's own grid, so mask and image may differ in grid.
+    The mask is the one a segmenter predicted (``case["predicted_seg"]``, with
+    ``data.roi_model``) when the case holds one, else the case's own.
     """
-    if not case.get("seg"):
+    mask_path = case.get(PREDICTED_MASK_KEY) or case.get("seg")
+    if not mask_path:
         raise LabelError("no tumour mask: survival features are measured on it",
                          patient=case["id"], hint="use a cohort with masks (data=brats, "
-                                                  "data=synthetic)")
+                         "data=synthetic) or set data.roi_model=<segmenter run dir>")
     if case["labels"].get("age") is None:
         raise LabelError("no age", patient=case["id"],
                          hint="add the age to the cohort's clinical.csv or survival_info.csv")
@@ -52,7 +56,7 @@ def survival_features(case: Case, brain_sequence: str = "T1w") -> dict[str, floa
         raise DataError(f"no {brain_sequence} image to measure the brain on "
                         f"(has {sorted(case['images'])})", patient=case["id"],
                         hint="set model.brain_sequence to one of them")
-    mask = load_volume(case["seg"], patient=case["id"])
+    mask = load_volume(mask_path, patient=case["id"])
     volumes = region_volumes(mask.array, mask.affine, case.get("label_scheme") or "brats2021")
     image = load_volume(case["images"][brain_sequence], patient=case["id"])
     voxel_ml = abs(float(np.linalg.det(image.affine[:3, :3]))) / 1000.0
@@ -123,6 +127,8 @@ class SurvivalClassifier:
         """Prepare the datamodule's fold, tune on its training patients, score validation."""
         datamodule.prepare_data()
         datamodule.setup("fit")
+        log.info("survival features measured on tumour masks %s",
+                 getattr(datamodule, "mask_source", None) or "of the cohort (ground truth)")
         x, y = self.features(datamodule.train_cases)
         if len(np.unique(y)) < 2:
             raise LabelError(f"the {len(y)} training patient(s) of fold {datamodule.fold} have "

@@ -20,13 +20,14 @@ from .png import png_cohort
 from .record import ON_MISSING, Cohort, Layout, Options
 from .registry import COHORTS, load_cohort, require_label
 from .rsna import RSNA_FLAGGED, rsna_cohort
-from .synthetic import synthetic_cohort
+from .synthetic import masks_in_template_space, synthetic_cohort
 from .tables import read_label_table, survival_class
 
 __all__ = [
     "COHORTS", "LAYOUTS", "ON_MISSING", "RSNA_FLAGGED", "Cohort", "Layout", "Options",
     "brats2021_cohort", "brats2023_cohort", "brats_hgg_lgg_cohort", "detect_layout",
-    "duplicate_problem", "load_cohort", "normalise_id", "patient_cohort", "png_cohort",
+    "duplicate_problem", "load_cohort", "masks_in_template_space", "normalise_id",
+    "patient_cohort", "png_cohort",
     "prediction_cohort", "read_label_table", "require_label", "rsna_cohort", "sequence_folders",
     "survival_class", "synthetic_cohort",
 ]

@@ -28,16 +28,23 @@ def numeric_patient_folders(folder: Path) -> tuple[dict[str, Path], list[tuple[s
     return folders, problems
 
 
-def sequence_folders(patient_dir: Path) -> tuple[dict[str, Path], dict[str, list[Path]]]:
-    """Sub-folders of a patient named after an MRI sequence (any case or alias), by canonical
-    name, and the sequences that two or more folders name (``T1C/`` beside ``T1wCE/``,
-    ``flair/`` beside ``FLAIR/``): those are never picked from, but reported."""
+def sequence_candidates(patient_dir: Path) -> dict[str, list[Path]]:
+    """Every sub-folder of a patient that names an MRI sequence, by canonical name (all of
+    them: ``T1C/`` beside ``T1wCE/`` gives two folders for T1wCE)."""
     named: dict[str, list[Path]] = {}
     for folder in subfolders(patient_dir):
         try:
             named.setdefault(canonical_sequence(folder.name), []).append(folder)
         except KeyError:
             continue
+    return named
+
+
+def sequence_folders(patient_dir: Path) -> tuple[dict[str, Path], dict[str, list[Path]]]:
+    """Sub-folders of a patient named after an MRI sequence (any case or alias), by canonical
+    name, and the sequences that two or more folders name (``T1C/`` beside ``T1wCE/``,
+    ``flair/`` beside ``FLAIR/``): those are never picked from, but reported."""
+    named = sequence_candidates(patient_dir)
     found = {seq: folders[0] for seq, folders in named.items() if len(folders) == 1}
     duplicated = {seq: folders for seq, folders in named.items() if len(folders) > 1}
     return found, duplicated

@@ -35,6 +35,17 @@ def _split_ids(root: Path, split: str) -> set[str]:
                            "regenerate it with python -m radiogenomics.data.synthetic")
 
 
+def masks_in_template_space(root: str | Path) -> bool:
+    """Whether the synthetic cohort at `root` is moved (``realistic`` preset): its DICOM
+    series lie in the scanner's world, its BraTS-layout NIfTI and tumour masks in template
+    space (the ground truth of each series is ``native_from_template`` in cohort.json)."""
+    manifest = Path(root) / "cohort.json"
+    if not manifest.is_file():
+        return False
+    rows = json.loads(manifest.read_text()).get("cases", [])
+    return any(row.get("native_from_template") for row in rows)
+
+
 def synthetic_cohort(root: str | Path, **options: Any) -> Cohort:
     """The generated synthetic cohort, every label and the BraTS mask on each case.
 
