@@ -118,6 +118,7 @@ def test_multitask_trains_from_its_config_and_logs_both_metric_families(train_cf
         "mgmt", "regions", 1.0, 1.0)
 
 
+@pytest.mark.slow  # default run time; the slow Done-when test / test_zoo cover the path
 def test_grade_is_a_config_key_away(train_cfg) -> None:
     cfg = train_cfg(*SMALL, "model.target=grade", "debug=fdr")
     assert cfg.data.target == "grade"

@@ -197,6 +197,7 @@ def test_a_patient_that_cannot_be_registered_is_reported_like_any_unreadable_one
     assert len(lenient.train_cases) + len(lenient.val_cases) == 2
 
 
+@pytest.mark.slow  # default run time; the slow Done-when test / test_zoo cover the path
 def test_a_mask_made_in_template_space_lands_on_the_tumour_of_the_dicom_series(
         moved: Path, tmp_path: Path) -> None:
     """An oracle segmenter (it predicts the true mask as the registered pipeline serves it):
