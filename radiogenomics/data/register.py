@@ -26,6 +26,7 @@ import csv
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -78,8 +79,10 @@ class RegistrationReport:
         return "\n".join(lines)
 
 
+@lru_cache(maxsize=1)
 def estimation_template() -> Volume:
-    """The template T1 at `ESTIMATION_MM` (block means of the 1 mm grid)."""
+    """The template T1 at `ESTIMATION_MM` (block means of the 1 mm grid); made once per
+    process (every patient is registered to it; callers only read it)."""
     t1, _ = load_template()
     step = int(ESTIMATION_MM)
     affine = t1.affine @ np.diag([step, step, step, 1.0])
