@@ -641,7 +641,6 @@ def read_dicom_series(
     gap_tolerance: float = 0.05,
     workers: int = 1,
     philips_precise: bool = False,
-    c_order: bool = False,
 ) -> list[Volume]:
     """Every volume of a DICOM series folder or file: one for a 3D series, more for a 4D one.
 
@@ -650,9 +649,9 @@ def read_dicom_series(
     (by default they raise DicomError). `gap_tolerance` is the largest allowed deviation of a
     slice from a uniform grid, as a fraction of the slice spacing. `workers` > 1 reads files
     in threads (no gain measured with files in the page cache, as parsing holds the GIL; it
-    may help on slow network disks). `philips_precise`: see `read_frames`. `c_order`: each
-    volume's array is C-ordered in RAS+ (written tile by tile as the slices are stacked, for
-    resampling); by default it is a permuted view of the slice stack (no copy).
+    may help on slow network disks). `philips_precise`: see `read_frames`. Each
+    volume's array is a permuted view of the slice stack (no copy): the preprocessing
+    resamples it in that memory order (`resample.apply_axis_maps`).
     """
     path = Path(path)
     folder = path.is_dir() or not path.exists()
@@ -692,7 +691,7 @@ def read_dicom_series(
             hint="the series is missing or corrupt: re-download it or drop it from the cohort",
         )
     try:
-        volumes = assemble_series(frames, patient, gap_tolerance, skipped, c_order)
+        volumes = assemble_series(frames, patient, gap_tolerance, skipped)
     except DicomError as error:
         if not skipped:
             raise
@@ -911,39 +910,17 @@ def _slice_geometry(
     return frames, row_cos, col_cos, step
 
 
-def _stack(frames: list[Frame], flip_rows: bool, flip_cols: bool,
-           order: tuple[int, int, int] = (0, 1, 2), tile: int = 16) -> np.ndarray:
-    """Rescaled frames (stored * slope + intercept) as one float32 C-ordered array whose axes
-    are the stack's (slice, row, column) axes in `order`.
-
-    `tile` frames at a time are rescaled, then copied into the array in tile x 32 x 32
-    blocks: a permuted layout (RAS+ for an axial series puts the slices last) costs no more
-    than the stack's own, where stacking first and copying the permuted view afterwards
-    touched every voxel twice and every output cache line once per voxel.
-    """
+def _stack(frames: list[Frame], flip_rows: bool, flip_cols: bool) -> np.ndarray:
+    """Rescaled frames (stored * slope + intercept) as one float32 (slice, row, column) array."""
     rows = slice(None, None, -1 if flip_rows else 1)
     cols = slice(None, None, -1 if flip_cols else 1)
-    shape = (len(frames), *frames[0].pixels.shape)
-    out = np.empty([shape[axis] for axis in order], dtype=np.float32)
-    view = out.transpose(np.argsort(order))  # view[k, r, c] is frame k's pixel (r, c)
-    plain = tuple(order) == (0, 1, 2)
-    # one buffer for every group: fresh memory costs a page fault per 4 kB on first touch
-    buffer = None if plain else np.empty((min(tile, len(frames)), *shape[1:]), np.float32)
-    for start in range(0, len(frames), tile):
-        group = frames[start:start + tile]
-        block = view[start:start + len(group)] if buffer is None else buffer[:len(group)]
-        for slab, frame in zip(block, group):
-            slab[...] = frame.pixels[rows, cols]
-            if frame.slope != 1:
-                slab *= frame.slope
-            if frame.intercept != 0:
-                slab += frame.intercept
-        if plain:
-            continue
-        target = view[start:start + len(group)]
-        for r in range(0, shape[1], 32):
-            for c in range(0, shape[2], 32):
-                target[:, r:r + 32, c:c + 32] = block[:, r:r + 32, c:c + 32]
+    out = np.empty((len(frames), *frames[0].pixels.shape), dtype=np.float32)
+    for slab, frame in zip(out, frames):
+        slab[...] = frame.pixels[rows, cols]
+        if frame.slope != 1:
+            slab *= frame.slope
+        if frame.intercept != 0:
+            slab += frame.intercept
     return out
 
 
@@ -952,18 +929,17 @@ def assemble_series(
     patient: str | None = None,
     gap_tolerance: float = 0.05,
     skipped: list[str] | None = None,
-    c_order: bool = False,
 ) -> list[Volume]:
     """Check frames, keep the folder's one stack and build its volume(s), in RAS+.
 
-    Left-out minority stacks are appended to `skipped`. `c_order`: see `read_dicom_series`.
+    Left-out minority stacks are appended to `skipped`.
     """
     _check_headers(frames, patient)
     frames = _dominant_stack(frames, patient, skipped if skipped is not None else [])
     if frames[0].orientation is None or frames[0].position is None:
-        return [_volume(frames, patient, gap_tolerance, c_order)]
+        return [_volume(frames, patient, gap_tolerance)]
     groups, layout = _split_volumes(frames, patient)
-    volumes = [_volume(group, patient, gap_tolerance, c_order) for group in groups]
+    volumes = [_volume(group, patient, gap_tolerance) for group in groups]
     if layout:
         for index, volume in enumerate(volumes):
             volume.meta.update(series_layout=layout, n_volumes=len(volumes), volume_index=index)
@@ -982,8 +958,7 @@ def assemble(
     return volumes[0]
 
 
-def _volume(frames: list[Frame], patient: str | None, gap_tolerance: float,
-            c_order: bool = False) -> Volume:
+def _volume(frames: list[Frame], patient: str | None, gap_tolerance: float) -> Volume:
     """One RAS+ Volume of the frames of one stack, each at its own slice position."""
     first = frames[0]
     meta: dict[str, object] = {
@@ -1029,15 +1004,11 @@ def _volume(frames: list[Frame], patient: str | None, gap_tolerance: float,
             hint="positions or spacings in the headers are corrupt: re-export the series",
         )
     # Flip while stacking, then only permute axes: RAS+ order is the stack (slice, row,
-    # column) seen as (column, row, slice), then permuted. By default a view of the stack (no
-    # copy: NIfTI writing wants this Fortran-like order); with `c_order` the permuted array
-    # itself, written tile by tile (what resampling and the cache want).
+    # column) seen as (column, row, slice), then permuted; a view of the stack, no copy
     ornt = io_orientation(affine)
     flip_cols, flip_rows, flip_slices = ornt[:, 1] < 0
     permute = np.column_stack([ornt[:, 0], np.ones(3)])
-    probe = apply_orientation(np.empty((2, 3, 4)), permute).shape  # sizes name the axes
-    order = tuple((2, 1, 0)[(2, 3, 4).index(size)] for size in probe) if c_order else (0, 1, 2)
-    stack = _stack(frames[::-1] if flip_slices else frames, flip_rows, flip_cols, order)
+    stack = _stack(frames[::-1] if flip_slices else frames, flip_rows, flip_cols)
     low, high = stack.min(), stack.max()  # NaN or inf anywhere shows in one of them
     if not (np.isfinite(low) and np.isfinite(high)):
         raise DicomError(
@@ -1051,8 +1022,6 @@ def _volume(frames: list[Frame], patient: str | None, gap_tolerance: float,
             patient=patient, path=first.path.parent if len(frames) > 1 else first.path,
             hint="the scan is empty; drop this series from the cohort or re-export it",
         )
-    voxels_shape = (stack.shape[order.index(2)], stack.shape[order.index(1)],
-                    stack.shape[order.index(0)])  # (column, row, slice)
-    affine = affine @ inv_ornt_aff(ornt, voxels_shape)
-    array = stack if c_order else apply_orientation(stack.transpose(2, 1, 0), permute)
+    affine = affine @ inv_ornt_aff(ornt, stack.shape[::-1])
+    array = apply_orientation(stack.transpose(2, 1, 0), permute)
     return Volume.from_array(array, affine, plane, **meta)

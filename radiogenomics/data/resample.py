@@ -143,6 +143,11 @@ def apply_axis_maps(volume: torch.Tensor, maps: Sequence[AxisMap | None]) -> tor
     passes work on less data. The computation is in the volume's dtype (float32 here), the
     weights cast to it. Maps that only crop give a view of ``volume`` (as MONAI's crop does);
     any interpolation gives a new contiguous tensor.
+
+    A volume whose axes are permuted in memory (a DICOM slice stack seen in RAS order, a
+    NIfTI array in Fortran order) is computed in its own memory order, each pass reading and
+    writing contiguous runs, and only the (much smaller) result is laid out in C order: the
+    same passes in the same order, so the same values bit for bit.
     """
     if len(maps) != volume.ndim - 1:
         raise ValueError(f"{len(maps)} axis maps for a volume of shape {tuple(volume.shape)}")
@@ -160,19 +165,37 @@ def apply_axis_maps(volume: torch.Tensor, maps: Sequence[AxisMap | None]) -> tor
             todo.append((m.n_out / m.n_in, axis, m))
     if not todo:
         return out
+    memory = memory_order(out)  # dims of `out` from the slowest-varying to the fastest
+    out = out.permute(memory)
+    where = {dim: place for place, dim in enumerate(memory)}
     for _, axis, m in sorted(todo, key=lambda t: (t[0], t[1])):
-        dim = axis + 1
+        dim = where[axis + 1]
         shape = [1] * out.ndim
         shape[dim] = m.n_out
         weight = m.weight.to(out.dtype)
         result = None
         for k in range(m.index.shape[1]):
-            taken = out.index_select(dim, m.index[:, k])
+            taken = take(out, dim, m.index[:, k])
             w = weight[:, k]
             term = taken if bool((w == 1).all()) else taken.mul_(w.view(shape))
             result = term if result is None else result.add_(term)
         out = result
-    return out.contiguous()
+    return out.permute([memory.index(dim) for dim in range(out.ndim)]).contiguous()
+
+
+def take(tensor: torch.Tensor, dim: int, index: torch.Tensor) -> torch.Tensor:
+    """``tensor.index_select(dim, index)``; on the CPU by ``numpy.take``, the same copy made
+    5-10x faster (torch's CPU kernel gathers the last dim element by element)."""
+    if tensor.device.type != "cpu" or tensor.requires_grad:
+        return tensor.index_select(dim, index)
+    return torch.from_numpy(np.take(tensor.numpy(), index.numpy(), axis=dim))
+
+
+def memory_order(tensor: torch.Tensor) -> list[int]:
+    """The dims of `tensor` from the slowest-varying in memory to the fastest (C order:
+    0, 1, 2, ...); dims of size 1 first, ties in their own order."""
+    return sorted(range(tensor.ndim),
+                  key=lambda d: (tensor.shape[d] > 1, -tensor.stride(d), d))
 
 
 def grid_coordinates(xform: torch.Tensor, in_shape: Sequence[int],

@@ -8,13 +8,14 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from monai import transforms as mt
 from monai.data import MetaTensor
 
 from radiogenomics.data.labels import to_internal
 from radiogenomics.data.readers import load_volume
-from radiogenomics.data.resample import ResampleCropResized, SeparableResized
+from radiogenomics.data.resample import ResampleCropResized, SeparableResized, memory_order
 from radiogenomics.data.roi import ROI_KEY, TumourCropd
 from radiogenomics.data.template_transform import RegisterToTemplated
 from radiogenomics.data.volume import c_order, is_nifti
@@ -80,9 +81,7 @@ class LoadVolumed(mt.MapTransform):
                  skip_invalid_files: bool = False) -> None:
         super().__init__(keys)
         self.patient_key = patient_key
-        # DICOM volumes C-ordered in RAS+ as they are stacked (the resampler reads them along
-        # every axis; a permuted view would be copied once more)
-        self.options: dict[str, Any] = {"c_order": True}
+        self.options: dict[str, Any] = {}
         if skip_invalid_files:
             self.options["skip_invalid_files"] = True
 
@@ -93,11 +92,24 @@ class LoadVolumed(mt.MapTransform):
             for note in volume.meta.get("skipped", []):
                 log.warning("patient %s, %s: not read: %s", d.get(self.patient_key), d[key], note)
             d[key] = MetaTensor(
-                torch.from_numpy(c_order(volume.array))[None],
+                as_tensor(volume.array)[None],
                 affine=torch.as_tensor(volume.affine, dtype=torch.float64),
                 meta={SOURCE_KEY: str(d[key])},
             )
         return d
+
+
+def as_tensor(array: np.ndarray) -> torch.Tensor:
+    """The voxels as a float32 tensor, laid out in memory as read.
+
+    A DICOM series in RAS order is a permuted view of its slice stack, a NIfTI array is in
+    Fortran order: the resampler computes in the memory order of what it is given
+    (`resample.apply_axis_maps`), so neither is copied. Only flipped axes (negative strides,
+    which torch cannot view) are copied, tile by tile.
+    """
+    if any(stride < 0 for stride in array.strides):
+        return torch.from_numpy(c_order(array))
+    return torch.from_numpy(np.asarray(array, dtype=np.float32))
 
 
 class CheckMaskGridd(mt.Transform):
@@ -224,6 +236,7 @@ class CheckFinited(mt.MapTransform):
         for key in self.key_iterator(d):
             # plain tensor: MetaTensor's per-op bookkeeping is not needed for a check
             image = d[key].as_tensor() if isinstance(d[key], MetaTensor) else d[key]
+            image = image.permute(memory_order(image))  # in memory order: one sweep
             # one pass: min and max propagate NaN and are infinite if any voxel is
             low, high = (float(v) for v in torch.aminmax(image))
             if not (math.isfinite(low) and math.isfinite(high)):

@@ -52,10 +52,10 @@ def c_order(array: np.ndarray, dtype: np.dtype | type = np.float32, tile: int = 
             ) -> np.ndarray:
     """`array` as a C-ordered array of `dtype`, copied tile by tile when it is a permuted view.
 
-    The DICOM reader returns its RAS+ volume as a permuted view of the slice stack (no copy);
-    numpy copies such a view element by element along the output's rows, so every read of
-    an axial series lands on a new cache line: 1.1 s for 512x512x200. Copying 32^3 tiles,
-    each of which stays in cache, takes 0.15-0.2 s (benchmarks/scale.py).
+    numpy copies a permuted view element by element along the output's rows, so every read
+    lands on a new cache line (1.1 s for 512x512x200); 32^3 tiles, each of which stays in
+    cache, take 0.15-0.2 s. The loader needs it only for arrays with flipped axes
+    (`transforms.as_tensor`): the resampler reads other layouts as they are.
     """
     if array.ndim != 3 or array.flags.c_contiguous:
         return np.ascontiguousarray(array, dtype=dtype)

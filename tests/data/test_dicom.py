@@ -15,7 +15,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ImplicitVRLittleEndian, RLELossless
 
 from radiogenomics.data import dicom
-from radiogenomics.data.dicom import read_dicom, read_dicom_series
+from radiogenomics.data.dicom import read_dicom
 from radiogenomics.data.dicom_write import write_enhanced, write_series
 from radiogenomics.data.readers import load_volume
 from radiogenomics.data.volume import Volume
@@ -404,7 +404,7 @@ def test_slices_without_positions_cannot_be_ordered(series):
 
 
 def test_a_permuted_volume_is_copied_to_c_order_unchanged() -> None:
-    """The tiled copy the loader uses for RAS views of a slice stack (data/volume.py c_order)."""
+    """The tiled copy the loader uses for arrays with flipped axes (data/volume.py c_order)."""
     from radiogenomics.data.volume import c_order
 
     stack = np.random.default_rng(0).normal(size=(37, 70, 45)).astype(np.float32)
@@ -414,21 +414,3 @@ def test_a_permuted_volume_is_copied_to_c_order_unchanged() -> None:
         assert copied.flags.c_contiguous and copied.dtype == np.float32
         assert np.array_equal(copied, view)
     assert c_order(stack.astype(np.int16).transpose(2, 1, 0)).dtype == np.float32
-
-
-@pytest.mark.parametrize("plane", PLANES)
-@pytest.mark.parametrize("flip", [False, True])
-def test_a_c_ordered_read_is_the_same_ras_volume_laid_out_for_resampling(tmp_path, plane,
-                                                                          flip) -> None:
-    """read_dicom_series(c_order=True), which the preprocessing uses, stacks the slices tile
-    by tile straight into C-ordered RAS+: the same voxels and affine as the default (a view
-    of the slice stack), over several tiles (>16 slices, >32 pixels) and flipped axes."""
-    rng = np.random.default_rng(3)
-    volume = rng.integers(-200, 1200, size=(40, 35, 23)).astype(np.float32)
-    affine = np.diag([-0.9 if flip else 0.9, 1.2, -3.0 if flip else 3.0, 1.0])
-    write_series(volume, affine, tmp_path, plane=plane)
-    (plain,) = read_dicom_series(tmp_path)
-    (ordered,) = read_dicom_series(tmp_path, c_order=True)
-    assert ordered.array.flags.c_contiguous and not plain.array.flags.c_contiguous
-    np.testing.assert_array_equal(ordered.array, plain.array)
-    np.testing.assert_array_equal(ordered.affine, plain.affine)

@@ -167,6 +167,38 @@ def test_axis_resize_is_torch_interpolate(n_in: int, n_out: int, mode: str) -> N
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("axes", [(0, 1, 2), (2, 1, 0), (2, 0, 1), (0, 2, 1), (1, 2, 0),
+                                  (1, 0, 2)])
+def test_a_volume_permuted_in_memory_resamples_to_the_same_voxels(axes) -> None:
+    """A DICOM series in RAS order is a permuted view of its slice stack, a NIfTI array is in
+    Fortran order: both are resampled in their own memory order, bit for bit the result of
+    the same volume copied to C order (crop, shrink, grow and resize on different axes)."""
+    stack = torch.rand(37, 70, 45, generator=torch.Generator().manual_seed(1))
+    view = stack.permute(axes)[None]
+    ordered = view.contiguous()
+    shape = view.shape[1:]
+    maps = [AxisMap.sample(torch.linspace(0.3, shape[0] - 1.7, shape[0] // 3).double(),
+                           shape[0], "bilinear"),
+            AxisMap.crop(shape[1], 2, shape[1] - 5),
+            AxisMap.resize(shape[2], shape[2] * 2 + 1, "linear")]
+    got = apply_axis_maps(view, maps)
+    assert got.is_contiguous() and torch.equal(got, apply_axis_maps(ordered, maps))
+    crop_only = [None, maps[1], None]
+    assert torch.equal(apply_axis_maps(view, crop_only), apply_axis_maps(ordered, crop_only))
+
+
+def test_loading_keeps_the_memory_layout_and_copies_only_flipped_arrays() -> None:
+    """The loader hands the resampler the reader's array without a copy; an array with a
+    flipped axis (negative strides, which torch cannot view) is copied, values unchanged."""
+    stack = np.random.default_rng(0).normal(size=(9, 12, 7)).astype(np.float32)
+    view = stack.transpose(2, 1, 0)
+    tensor = T.as_tensor(view)
+    assert np.shares_memory(tensor.numpy(), stack) and torch.equal(tensor, torch.from_numpy(
+        np.ascontiguousarray(view)))
+    flipped = view[::-1]
+    assert np.array_equal(T.as_tensor(flipped).numpy(), flipped)
+
+
 def test_foreground_box_is_monai_crop_foreground_box() -> None:
     generator = torch.Generator().manual_seed(0)
     for trial in range(20):
