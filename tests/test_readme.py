@@ -581,6 +581,9 @@ CASES: dict[str, Case] = {
         Case(fill={"logs/train/runs/<run>": _run_of("default_run")}, check=_check_export),
     "python predict.py ckpt_path=exported/mgmt-onnx data.root=DIR":
         Case(fill={"DIR": _cohort("rsna")}, check=_check_exported_predict),
+    "radiogenomics export logs/train/multiruns/<cv run> --format onnx --out exported/mgmt-cv":
+        Case(fill={"logs/train/multiruns/<cv run>": _run_of("cv_run")}, check=_check_export,
+             slow=True),  # the fold ensemble's export and predictions: tests/test_export.py
     # command-line contracts
     "python train.py model=<name>": _train_case("unet", **{"<name>": lambda ws: "unet"}),
     "python train.py data=rsna data.root=DIR": _train_case("rsna", DIR=_cohort("rsna")),

@@ -40,11 +40,14 @@ def metadata_json(manifest: dict[str, Any]) -> dict[str, Any]:
     labels = output.get("channels") or output.get("class_names") or []
     spatial = [int(n) for n in inputs["shape"][2:]]
     slab = manifest["preprocessing"]["slab"]
+    source = manifest["source"]
+    checkpoints = source.get("checkpoints")  # a fold ensemble's members
+    weights = (f"the mean of {len(checkpoints)} fold models" if checkpoints
+               else source["checkpoint"])
     return {
         "schema": SCHEMA,
         "version": "0.1.0",
-        "changelog": {"0.1.0": f"exported from {manifest['source']['run']} "
-                               f"({manifest['source']['checkpoint']})"},
+        "changelog": {"0.1.0": f"exported from {source['run']} ({weights})"},
         "monai_version": _version("monai"),
         "pytorch_version": _version("torch"),
         "numpy_version": _version("numpy"),

@@ -1,5 +1,5 @@
-"""Export a trained run for fast inference: ``radiogenomics export RUN --format onnx|torchscript
---out DIR``.
+"""Export a trained run, or a fold ensemble, for fast inference: ``radiogenomics export RUN
+--format onnx|torchscript --out DIR``.
 
 DIR receives the network (``model.onnx`` or ``model.ts``), ``manifest.json`` (task, sequences,
 preprocessing, what the outputs mean, the source run and its commit, library versions), the
@@ -7,6 +7,12 @@ run's ``config.yaml``, ``run_info.json`` and ``splits.json`` (predict.py rebuild
 around the network from them, and audits leakage as for the run), and a MONAI bundle in
 ``bundle/`` (`radiogenomics.inference.bundle`). ``predict.py ckpt_path=DIR`` predicts with it
 (`radiogenomics.inference.exported`).
+
+A multirun folder (the folds of a CV) is exported as ONE network that gives the fold
+ensemble's mean probability (`radiogenomics.inference.fold_ensemble`); the manifest's
+``ensemble`` names the members, whose run files go to ``members/<job>/`` (the leakage audit
+reads them all), and the multirun's ``calibration.json`` is copied, so predict.py with DIR
+predicts as with the multirun.
 
 ONNX goes through ``torch.onnx.export(dynamo=True)`` (torch.export, then onnxscript): the
 supported exporter of current torch, exact on our 3D convolutions and instance norms, with
@@ -37,10 +43,18 @@ import radiogenomics
 from radiogenomics.data.case import CLASS_NAMES
 from radiogenomics.data.labels import INTERNAL_CLASSES, REGIONS
 from radiogenomics.errors import CheckpointError, RadiogenomicsError
+from radiogenomics.evaluation.calibration import CALIBRATION_FILE
 from radiogenomics.extras import require
 from radiogenomics.inference.bundle import write_bundle
 from radiogenomics.inference.exported import MANIFEST, MODEL_FILES, ExportedNet, is_export_folder
-from radiogenomics.inference.trained_models import TrainedModel, load_model
+from radiogenomics.inference.fold_ensemble import (
+    MEMBER_FILES,
+    MEMBERS_FOLDER,
+    FoldEnsemble,
+    check_exportable,
+    ensemble_section,
+)
+from radiogenomics.inference.trained_models import TrainedModel, check_ensemble, load_model
 from radiogenomics.interpret.slice_batch import to_slices
 from radiogenomics.runs import (
     RUN_CONFIG,
@@ -57,6 +71,9 @@ TOLERANCE = 1e-4
 """Largest difference of logits, exported vs trained, that an export accepts, relative to
 1 + |logit| (float32 rounding grows with the logit)."""
 _RUN_FILES = (RUN_CONFIG, RUN_INFO, "splits.json")
+_WRITTEN = (MANIFEST, *MODEL_FILES.values(), *_RUN_FILES, CALIBRATION_FILE, MEMBERS_FOLDER,
+            "bundle")
+"""What an export writes into --out: removed first by --overwrite, so nothing stale stays."""
 _VERSIONED = ("torch", "monai", "numpy", "onnx", "onnxruntime", "onnxscript")
 _EXPORTER_LOGGERS = ("torch.onnx", "torch.export", "onnxscript", "onnx_ir")
 
@@ -147,10 +164,17 @@ def output_meaning(model: TrainedModel) -> dict[str, Any]:
                     "sw_batch_size": int(hparams.sw_batch_size), "mode": "gaussian"}}
     classes = list(CLASS_NAMES.get(model.target, []))
     binary = int(hparams.get("num_classes", 2)) == 2
-    return {"kind": "classification", "activation": "sigmoid" if binary else "softmax",
-            "class_names": classes,
-            "meaning": (f"one logit: sigmoid = P({model.target} = {classes[1] if classes else 1})"
-                        if binary else f"one logit per class of {model.target}, softmax")}
+    meaning = {"kind": "classification", "activation": "sigmoid" if binary else "softmax",
+               "class_names": classes,
+               "meaning": (f"one logit: sigmoid = P({model.target} = "
+                           f"{classes[1] if classes else 1})" if binary
+                           else f"one logit per class of {model.target}, softmax")}
+    if hasattr(model.module, "heads"):  # multitask: the net called on images gives class logits
+        meaning["segmentation"] = (
+            "not exported: the network is the multitask net's classification path (encoder and "
+            "class head), what predict.py uses for a multitask run, which writes class "
+            "predictions only; its segmentation decoder needs the training run")
+    return meaning
 
 
 def manifest(model: TrainedModel, format: str, exporter: str, example: torch.Tensor,
@@ -197,21 +221,83 @@ def manifest(model: TrainedModel, format: str, exporter: str, example: torch.Ten
     }
 
 
-def _model_of(ckpt_path: str | Path, checkpoint: str) -> TrainedModel:
+def is_multirun(ckpt_path: str | Path) -> bool:
+    """Whether `ckpt_path` is a multirun folder (job folders holding runs), not one run."""
+    path = Path(ckpt_path).expanduser()
+    return path.is_dir() and not (path / RUN_CONFIG).is_file()
+
+
+def _models_of(ckpt_path: str | Path, checkpoint: str) -> list[TrainedModel]:
+    """The model of a run, or the members of a multirun's fold ensemble, as predict.py loads
+    them; refused where one network cannot predict as they do."""
     if is_export_folder(ckpt_path):
         raise CheckpointError(f"{ckpt_path} is an export already -> export its source run "
                               "(manifest.json: source.run)")
-    runs = find_runs(ckpt_path)
-    if len(runs) > 1:
-        raise CheckpointError(f"{ckpt_path} holds {len(runs)} runs -> export one at a time "
-                              f"(e.g. {runs[0][0]}), each into its own --out folder")
-    run_dir, chosen = runs[0]
-    return load_model(run_dir, chosen or choose_checkpoint(run_dir, checkpoint))
+    models = [load_model(run_dir, chosen or choose_checkpoint(run_dir, checkpoint))
+              for run_dir, chosen in find_runs(ckpt_path)]
+    if is_multirun(ckpt_path):
+        check_ensemble(models)
+        check_exportable(models, ckpt_path)
+    return models
+
+
+def _network(models: list[TrainedModel], ckpt_path: str | Path) -> nn.Module:
+    """The net to export: the run's, or the fold ensemble's mean as one network."""
+    if not is_multirun(ckpt_path):
+        return models[0].net.eval()
+    activation = output_meaning(models[0])["activation"]
+    return FoldEnsemble([model.net for model in models], activation).eval()
+
+
+def _copy_run_files(models: list[TrainedModel], ckpt_path: str | Path, out: Path) -> Path | None:
+    """The (first) run's files beside the manifest; each member's in members/<job>/ and the
+    multirun's calibration.json for an ensemble. The calibration copied, if any."""
+    for name in _RUN_FILES:
+        if (models[0].run_dir / name).is_file():
+            shutil.copyfile(models[0].run_dir / name, out / name)
+    if not is_multirun(ckpt_path):
+        return None
+    for model in models:
+        folder = out / MEMBERS_FOLDER / model.run_dir.name
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in MEMBER_FILES:
+            if (model.run_dir / name).is_file():
+                shutil.copyfile(model.run_dir / name, folder / name)
+    calibration = Path(ckpt_path).expanduser() / CALIBRATION_FILE
+    if not calibration.is_file():
+        return None
+    shutil.copyfile(calibration, out / CALIBRATION_FILE)
+    return out / CALIBRATION_FILE
+
+
+def _clear(out: Path) -> None:
+    """Remove what an earlier export wrote into `out` (--overwrite)."""
+    for name in _WRITTEN:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def _ensemble_manifest(content: dict[str, Any], models: list[TrainedModel],
+                       ckpt_path: str | Path, calibration: Path | None) -> dict[str, Any]:
+    """The manifest of a fold ensemble: its source is the multirun, its members listed."""
+    first = content["source"]
+    content["source"] = {"run": str(Path(ckpt_path).expanduser().resolve()),
+                         "checkpoints": [str(m.checkpoint.resolve()) for m in models],
+                         **{key: first[key] for key in ("git_commit", "radiogenomics_version",
+                                                        "versions")}}
+    content["output"]["meaning"] += (f", of the mean probability of a fold ensemble of "
+                                     f"{len(models)} members")
+    content["ensemble"] = ensemble_section(models, ckpt_path, calibration)
+    return content
 
 
 def export_run(ckpt_path: str | Path, format: str, out: str | Path, checkpoint: str = "best",
                overwrite: bool = False) -> Path:
-    """Export the model of a run (or checkpoint) into `out`; the manifest's path."""
+    """Export the model of a run (or checkpoint), or a multirun's fold ensemble as one
+    network, into `out`; the manifest's path."""
     if format not in MODEL_FILES:
         raise RadiogenomicsError(f"--format {format!r}: one of {', '.join(MODEL_FILES)}")
     if format == "onnx":  # the exporter, and ONNX Runtime to check what it wrote
@@ -221,18 +307,19 @@ def export_run(ckpt_path: str | Path, format: str, out: str | Path, checkpoint: 
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise RadiogenomicsError(f"--out {out} is not empty -> choose a new folder, or pass "
                                  "--overwrite")
-    model = _model_of(ckpt_path, checkpoint)
-    net = model.net.eval()
+    models = _models_of(ckpt_path, checkpoint)
+    model, net = models[0], _network(models, ckpt_path)
     example = example_input(model)
     out.mkdir(parents=True, exist_ok=True)
+    _clear(out)
     path = out / MODEL_FILES[format]
     writer = _export_onnx if format == "onnx" else _export_torchscript
     exporter = writer(net, example, path)
     difference = _check(net, example, path)
-    for name in _RUN_FILES:
-        if (model.run_dir / name).is_file():
-            shutil.copyfile(model.run_dir / name, out / name)
+    calibration = _copy_run_files(models, ckpt_path, out)
     content = manifest(model, format, exporter, example, difference)
+    if is_multirun(ckpt_path):
+        content = _ensemble_manifest(content, models, ckpt_path, calibration)
     (out / MANIFEST).write_text(json.dumps(content, indent=1))
     script = path if format == "torchscript" else None
     if script is None:
@@ -241,8 +328,8 @@ def export_run(ckpt_path: str | Path, format: str, out: str | Path, checkpoint: 
         _export_torchscript(net, example, script)
         _check(net, example, script)
     write_bundle(out / "bundle", script, content)
-    log.info("exported %s (%s, max |difference| %.2g) to %s", model.checkpoint, exporter,
-             difference, out)
+    log.info("exported %s (%s, max |difference| %.2g) to %s",
+             ", ".join(str(m.checkpoint) for m in models), exporter, difference, out)
     return out / MANIFEST
 
 
@@ -250,10 +337,11 @@ def main(argv: list[str] | None = None) -> int:
     """``radiogenomics export RUN --format onnx|torchscript --out DIR``."""
     parser = argparse.ArgumentParser(
         prog="radiogenomics export",
-        description="Export a trained run's network (ONNX or TorchScript) with its "
-                    "preprocessing manifest and a MONAI bundle; predict.py ckpt_path=DIR "
-                    "predicts with it.")
-    parser.add_argument("run", help="a run directory or a .ckpt file, as predict.py's ckpt_path")
+        description="Export a trained run's network, or a multirun's fold ensemble as one "
+                    "network (ONNX or TorchScript), with its preprocessing manifest and a "
+                    "MONAI bundle; predict.py ckpt_path=DIR predicts with it.")
+    parser.add_argument("run", help="a run directory, a .ckpt file or a multirun folder (its "
+                                    "fold ensemble, as one network), as predict.py's ckpt_path")
     parser.add_argument("--format", required=True, choices=sorted(MODEL_FILES))
     parser.add_argument("--out", required=True, help="the folder to write (new or empty)")
     parser.add_argument("--checkpoint", default="best", choices=("best", "last"),

@@ -3,8 +3,10 @@
 An export folder holds the network as ONNX (``model.onnx``, run by ONNX Runtime, the
 ``[onnx]`` extra) or TorchScript (``model.ts``, run by ``torch.jit.load``), ``manifest.json``
 (what the network expects and returns) and the training run's ``config.yaml``, ``run_info.json``
-and ``splits.json``. `ExportedNet` runs the file in place of the trained ``nn.Module``, so the
-LightningModule around it (sliding windows, probabilities, label maps) is the trained one.
+and ``splits.json``; an exported fold ensemble also each member's in ``members/<job>/`` (see
+`member_folders`) and its multirun's ``calibration.json``. `ExportedNet` runs the file in place
+of the trained ``nn.Module``, so the LightningModule around it (sliding windows, probabilities,
+label maps) is the trained one.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     try:
         manifest = json.loads(path.read_text())
         model_file = folder / manifest["model_file"]
+        members = member_folders(folder, manifest)
     except (ValueError, KeyError, TypeError) as err:
         raise CheckpointError(f"{path} is not a manifest written by radiogenomics export "
                               f"({type(err).__name__}: {err}) -> {_EXPORT_HINT}") from err
@@ -51,7 +54,18 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
         if not needed.is_file():
             raise CheckpointError(f"{folder} has no {needed.name}, which {MANIFEST} needs -> "
                                   f"copy the whole export folder, or {_EXPORT_HINT}")
+    for member in members:
+        if not member.is_dir():
+            raise CheckpointError(f"{folder} has no {member.relative_to(folder)} (the run files "
+                                  f"of a member of its fold ensemble, which {MANIFEST} names) -> "
+                                  f"copy the whole export folder, or {_EXPORT_HINT}")
     return manifest
+
+
+def member_folders(folder: str | Path, manifest: dict[str, Any]) -> list[Path]:
+    """The folders of an exported fold ensemble's members' run files (none for one run)."""
+    members = (manifest.get("ensemble") or {}).get("members", [])
+    return [Path(folder).expanduser() / member["folder"] for member in members]
 
 
 class ExportedNet(nn.Module):

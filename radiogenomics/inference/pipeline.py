@@ -202,13 +202,15 @@ def _notes(cohort: Cohort, models: list[TrainedModel], evaluated: int,
 
 def unseen_patients(cohort: Cohort, models: list[TrainedModel]) -> Verdict:
     """Whether the run(s) trained or validated on patients of the cohort (by id, from their
-    splits.json): such predictions are no test of the model."""
+    splits.json; every member's of an exported fold ensemble): such predictions are no test
+    of the model."""
     trained_on = sorted({str(m.config.data.get("root")) for m in models})
     inside = any(Path(cohort.root).resolve().is_relative_to(Path(root).resolve())
                  for root in trained_on)
     elsewhere = "" if inside else (f" (ids only: the run(s) trained on {', '.join(trained_on)}"
                                    f", not {cohort.root}: the ids may merely coincide)")
-    return check_unseen(cohort.ids, recorded_partitions([m.run_dir for m in models]), elsewhere)
+    runs = [run for model in models for run in model.trained_runs]
+    return check_unseen(cohort.ids, recorded_partitions(runs), elsewhere)
 
 
 def check_mask_space(cohort: Cohort, image_format: str, registered: bool) -> None:

@@ -26,6 +26,7 @@ from radiogenomics.evaluation.aggregation import aggregate
 from radiogenomics.inference.exported import (
     ExportedNet,
     is_export_folder,
+    member_folders,
     read_manifest,
 )
 from radiogenomics.interpret.slice_batch import to_slices
@@ -72,6 +73,13 @@ class TrainedModel:
     roi_masks: Any = None
     """The provider of predicted tumour masks (`predicted_masks.PredictedMasks`) of a
     classifier trained on a tumour ROI with ``data.roi_model``; None otherwise."""
+    members: tuple[Path, ...] = ()
+    """An exported fold ensemble: each member's folder of run files (``members/<job>/``)."""
+
+    @property
+    def trained_runs(self) -> tuple[Path, ...]:
+        """The folders whose splits.json record whom the model trained and validated on."""
+        return self.members or (self.run_dir,)
 
     @property
     def net(self) -> nn.Module:
@@ -149,12 +157,14 @@ def load_model(run_dir: Path, checkpoint: Path, device: torch.device | str = "cp
 
 
 def load_exported(folder: Path, device: torch.device | str = "cpu") -> TrainedModel:
-    """An export folder's network (ONNX or TorchScript) inside its trained LightningModule."""
+    """An export folder's network (ONNX or TorchScript) inside its trained LightningModule
+    (an exported fold ensemble: the first member's, around the ensemble's network)."""
     manifest = read_manifest(folder)
     config = read_config(folder)
     model_file = folder / manifest["model_file"]
     module = rc.instantiate(config.model, net=ExportedNet(model_file))
-    return _trained(config, module, folder, model_file, folder.name, device)
+    model = _trained(config, module, folder, model_file, folder.name, device)
+    return dataclasses.replace(model, members=tuple(member_folders(folder, manifest)))
 
 
 def _trained(config: DictConfig, module: nn.Module, run_dir: Path, checkpoint: Path,
