@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from radiogenomics.data.allocator import keep_freed_memory, keep_freed_memory_for_good
 from radiogenomics.data.case import Case
 from radiogenomics.data.roi import ROI_KEY, roi_mask_path
 from radiogenomics.data.template_space import save as save_registration
@@ -459,32 +460,34 @@ def fill_cache(cases: list[Case], entry: Callable[[Case], Path], ready: Callable
     bar = tqdm(total=len(cases), desc=desc, unit="patient", disable=not progress)
     pool: ProcessPoolExecutor | None = None
     futures = {}
-    try:
-        for case in cases:
-            try:
-                path = entry(case)
-            except DataError as err:
-                report.failed.append(Failure.from_error(err, case["id"]))
+    with keep_freed_memory():  # one patient's pages serve the next (see allocator)
+        try:
+            for case in cases:
+                try:
+                    path = entry(case)
+                except DataError as err:
+                    report.failed.append(Failure.from_error(err, case["id"]))
+                    bar.update()
+                    continue
+                if ready(path):
+                    report.cached.append(case["id"])
+                    bar.update()
+                elif workers <= 1:
+                    _record(report, case["id"], _attempt(build, case, path))
+                    bar.update()
+                else:
+                    if pool is None:
+                        pool = ProcessPoolExecutor(
+                            max_workers=min(workers, len(cases)), mp_context=_mp_context(),
+                            initializer=_init_worker)
+                    futures[pool.submit(_attempt, build, case, path)] = case["id"]
+            for future in as_completed(futures):
+                _record(report, futures[future], future.result())
                 bar.update()
-                continue
-            if ready(path):
-                report.cached.append(case["id"])
-                bar.update()
-            elif workers <= 1:
-                _record(report, case["id"], _attempt(build, case, path))
-                bar.update()
-            else:
-                if pool is None:
-                    pool = ProcessPoolExecutor(max_workers=min(workers, len(cases)),
-                                               mp_context=_mp_context(), initializer=_init_worker)
-                futures[pool.submit(_attempt, build, case, path)] = case["id"]
-        for future in as_completed(futures):
-            _record(report, futures[future], future.result())
-            bar.update()
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
-        bar.close()
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
+            bar.close()
     return report
 
 
@@ -501,6 +504,7 @@ def _mp_context() -> BaseContext:
 
 def _init_worker() -> None:
     torch.set_num_threads(1)
+    keep_freed_memory_for_good()
 
 
 def _build_entry(root: Path, config: PreprocessConfig, case: Case, entry: Path) -> None:
