@@ -575,17 +575,20 @@ CASES: dict[str, Case] = {
              slow=True),  # a PNG-trained model on PNG cohorts: tests/test_predict.py
     # export
     "radiogenomics export logs/train/runs/<run> --format onnx --out exported/mgmt-onnx":
-        Case(fill={"logs/train/runs/<run>": _run_of("default_run")}, check=_check_export),
+        Case(fill={"logs/train/runs/<run>": _run_of("default_run")}, check=_check_export,
+             slow=True),  # the export command: tests/test_export.py, both formats
     "python -m radiogenomics export logs/train/runs/<run> --format torchscript "
     "--out exported/mgmt-ts":
         Case(fill={"logs/train/runs/<run>": _run_of("default_run")}, check=_check_export),
     "python predict.py ckpt_path=exported/mgmt-onnx data.root=DIR":
-        Case(fill={"DIR": _cohort("rsna")}, check=_check_exported_predict),
+        Case(fill={"DIR": _cohort("rsna")}, check=_check_exported_predict,
+             slow=True),  # predict.py with an export: tests/test_export.py, both formats
     "radiogenomics export logs/train/multiruns/<cv run> --format onnx --out exported/mgmt-cv":
         Case(fill={"logs/train/multiruns/<cv run>": _run_of("cv_run")}, check=_check_export,
              slow=True),  # the fold ensemble's export and predictions: tests/test_export.py
     # command-line contracts
-    "python train.py model=<name>": _train_case("unet", **{"<name>": lambda ws: "unet"}),
+    "python train.py model=<name>":  # unet: tests/test_segmentation.py trains model=unet
+        _train_case("unet", slow=True, **{"<name>": lambda ws: "unet"}),
     "python train.py data=rsna data.root=DIR": _train_case("rsna", DIR=_cohort("rsna")),
     "python train.py data=brats data.root=DIR": _train_case("brats", DIR=_cohort("brats")),
     "python train.py data=brats_hgg_lgg data.root=DIR model.target=grade":
@@ -603,7 +606,8 @@ CASES: dict[str, Case] = {
     "python train.py ckpt_path=<file or run dir>":
         Case(fill={"<file or run dir>": lambda ws: str(ws.default_run / "checkpoints" /
                                                         "last.ckpt")},
-             check=lambda ws, filled: _resumes_finished_run(ws.train(filled, filled))),
+             check=lambda ws, filled: _resumes_finished_run(ws.train(filled, filled)),
+             slow=True),  # a finished run rerun from its checkpoint: tests/test_cli.py
     "python train.py debug=fdr": Case(check=_exits_0),
     "python train.py debug=overfit": Case(check=_exits_0, slow=True),
     "python train.py debug=limit": Case(check=_exits_0, slow=True),
