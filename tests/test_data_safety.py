@@ -304,6 +304,7 @@ def test_a_segmenter_with_non_finite_output_writes_no_mask(tmp_path: Path,
 
     segmenter = object.__new__(segmentation.CohortSegmenter)
     segmenter.models = [SimpleNamespace(name="m", module=None)]
+    segmenter.modules = [None]
     segmenter.out_dir = tmp_path
     segmenter.uncertainty = None
     segmenter.preprocessor = lambda case: SimpleNamespace(image=torch.zeros(1, 4, 4, 4))

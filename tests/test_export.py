@@ -5,6 +5,7 @@ export folder as ckpt_path."""
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -421,8 +422,11 @@ def test_predict_with_an_exported_slice_classifier_writes_the_checkpoints_predic
 @pytest.mark.slow
 @pytest.mark.parametrize("format", FORMATS)
 def test_predict_with_an_exported_multitask_run_writes_the_checkpoints_class_predictions(
-        multitask_run, tiny_cohort, tmp_path, format) -> None:
+        multitask_run, tiny_cohort, tmp_path, format, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="radiogenomics.inference.pipeline")
     manifest = _export_predicts_as_its_checkpoint(multitask_run, tiny_cohort, tmp_path, format)
     assert manifest["output"]["kind"] == "classification"  # the class logits only
     assert "segmentation decoder" in manifest["output"]["segmentation"]
-    assert not (tmp_path / "checkpoint" / "masks").exists()  # predict.py writes no masks
+    assert (tmp_path / "checkpoint" / "segmentations.csv").is_file()  # the run writes masks
+    assert not (tmp_path / "predicted" / "masks").exists()  # its export cannot
+    assert "masks need the training run" in caplog.text

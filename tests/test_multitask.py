@@ -1,25 +1,32 @@
 """The joint model: one encoder, a mask and a case label, two weighted losses, both metric
-families; it trains from `model=multitask` and predict.py scores its runs like a classifier's."""
+families; it trains from `model=multitask` (cases without masks too) and predict.py scores
+its runs like a classifier's and writes their masks like a segmenter's."""
 
 from __future__ import annotations
 
 import functools
 import math
+import shutil
 import subprocess
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pandas as pd
 import pytest
 import torch
+from hydra.core.global_hydra import GlobalHydra
 
 from radiogenomics import config as rc
+from radiogenomics.data.readers import load_volume
 from radiogenomics.interpret.gradcam import GradCAMExplainer
 from radiogenomics.models.multitask import MultiTaskModule
 from radiogenomics.models.nets.multitask import MultiTaskSegResNet
 from radiogenomics.models.segmenter import segmentation_loss, segmentation_target
 from radiogenomics.train import train
+from tests.conftest import compose_train
 from tests.test_cv import train_command
-from tests.test_predict import _predict, _train
+from tests.test_predict import _predict, _train, _with_run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["model=multitask", "model.net.init_filters=8"]
@@ -150,3 +157,113 @@ def test_kfold_multirun_summarises_the_monitored_auc(tiny_cohort, tmp_path) -> N
     assert folds[["val/auc_best", "val/dice", "test/auc"]].notna().all().all()
     summary = pd.read_csv(sweep / "cv_summary.csv").set_index("metric")
     assert "oof/auc_pooled" in summary.index
+
+
+SEQUENCES = ["T1wCE", "FLAIR"]
+UNMASKED = ("00001", "00005", "00008")
+"""Patients of the BraTS-layout copy whose masks are removed."""
+
+
+@pytest.fixture(scope="module")
+def partly_masked(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny cohort's BraTS layout with the masks of `UNMASKED` deleted."""
+    root = tmp_path_factory.mktemp("partly_masked") / "brats"
+    shutil.copytree(tiny_cohort / "brats", root)
+    for pid in UNMASKED:
+        (root / f"BraTS2021_{pid}" / f"BraTS2021_{pid}_seg.nii.gz").unlink()
+    return root
+
+
+def _train_on(root: Path, work: Path, *overrides: str) -> tuple[dict, dict]:
+    """train.py's task on `root` (tiny inputs, one epoch, CPU) into ``work/run``."""
+    cfg = compose_train([
+        f"data.root={root}", f"data.cache_dir={work / 'cache'}", "data.spatial_size=[16,16,16]",
+        "data.batch_size=2", "data.n_folds=2", "data.num_workers=0", "data.prepare_workers=0",
+        "trainer=cpu", "trainer.max_epochs=1", "logger=none", "callbacks=model_checkpoint",
+        f"paths.root_dir={work}", *overrides])
+    try:
+        return train(_with_run_dir(cfg, work / "run"))
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _mask_flags(datamodule) -> dict[str, bool]:
+    """has_seg of every patient the datamodule serves (its batches collate, with an empty
+    mask for those without one)."""
+    flags = {}
+    for loader in (datamodule.train_dataloader(), datamodule.val_dataloader()):
+        batch = next(iter(loader))
+        assert batch["seg"].shape[2:] == batch["image"].shape[2:]
+        assert batch["has_seg"].dtype == torch.bool
+        for item in loader.dataset:
+            flags[item["id"]] = item["has_seg"]
+            assert item["seg"].shape[1:] == item["image"].shape[1:]
+            assert item["has_seg"] or not item["seg"].any()  # the placeholder is empty
+    return flags
+
+
+@pytest.fixture(scope="module")
+def partly_masked_run(partly_masked: Path, tmp_path_factory: pytest.TempPathFactory
+                      ) -> tuple[Path, dict, dict]:
+    """A multitask run on `partly_masked` (T1wCE, FLAIR): run folder, metrics, objects."""
+    work = tmp_path_factory.mktemp("partly_masked_run")
+    metrics, objects = _train_on(partly_masked, work, *SMALL, "data=brats",
+                                 f"data.sequences=[{','.join(SEQUENCES)}]")
+    return work / "run", metrics, objects
+
+
+def test_cases_without_masks_train_the_classification_term_only(partly_masked_run) -> None:
+    _, metrics, objects = partly_masked_run
+    datamodule = objects["datamodule"]
+    assert not datamodule.skipped  # every patient is used, none reported failed
+    flags = _mask_flags(datamodule)
+    assert len(flags) == 10 and {pid for pid, has in flags.items() if not has} == set(UNMASKED)
+    assert all(math.isfinite(metrics[key]) for key in ("train/loss", "val/cls_loss", "val/auc"))
+    val_masked = [c for c in datamodule.val_cases if c["id"] not in UNMASKED]
+    assert ("val/dice" in metrics) == bool(val_masked)
+    if val_masked:
+        assert 0 <= metrics["val/dice"] <= 1
+
+
+def test_predict_writes_masks_on_the_scan_and_dice_where_the_cohort_has_masks(
+        partly_masked_run, partly_masked, tmp_path) -> None:
+    run, _, _ = partly_masked_run
+    out = tmp_path / "out"
+    result, report = _predict(out, f"ckpt_path={run}", f"data.root={partly_masked}")
+    predictions = pd.read_csv(out / "predictions.csv", dtype={"BraTS21ID": str})
+    ids = {f"{i:05d}" for i in (0, 1, 3, 4, 5, 7, 8, 10, 11, 13)}
+    assert set(predictions.BraTS21ID) == ids and not result.failures
+    table = pd.read_csv(out / "segmentations.csv", dtype={"BraTS21ID": str}).set_index(
+        "BraTS21ID")
+    assert set(table.index) == ids and (table.status == "ok").all()
+    assert {"ET_ml", "TC_ml", "WT_ml", "dice_wt", "hd95"} <= set(table.columns)
+    scored = set(table.index[table.dice_wt.notna()])
+    assert scored == ids - set(UNMASKED) and table.dice_wt[list(scored)].between(0, 1).all()
+    for pid in ids:
+        mask = nib.load(out / "masks" / f"{pid}_seg.nii.gz")
+        scan = load_volume(partly_masked / f"BraTS2021_{pid}" /
+                           f"BraTS2021_{pid}_t1ce.nii.gz")
+        assert mask.shape == scan.array.shape
+        np.testing.assert_allclose(mask.affine, scan.affine, atol=1e-4)
+        assert set(np.unique(mask.get_fdata())) <= {0, 1, 2, 4}
+    assert report is not None and "mean whole-tumour Dice" in report.markdown.read_text()
+
+
+def test_a_cohort_without_any_mask_trains_and_logs_no_dice(tiny_cohort, tmp_path) -> None:
+    metrics, objects = _train_on(tiny_cohort / "rsna", tmp_path, *SMALL, "data=rsna")
+    datamodule = objects["datamodule"]
+    assert not datamodule.skipped and len(datamodule.train_cases) == 4
+    assert not any(_mask_flags(datamodule).values())
+    assert all(math.isfinite(value) for value in metrics.values())
+    assert not any("dice" in key or "seg_loss" in key for key in metrics)
+
+
+def test_a_segmenter_still_leaves_a_case_without_a_mask_out(partly_masked, tmp_path,
+                                                           caplog) -> None:
+    _, objects = _train_on(partly_masked, tmp_path, "model=unet", "model.net.channels=[4,8,16]",
+                           "model.net.strides=[2,2]", "data=brats", "data.batch_size=4",
+                           f"data.sequences=[{','.join(SEQUENCES)}]")
+    datamodule = objects["datamodule"]
+    served = {c["id"] for c in datamodule.train_cases + datamodule.val_cases}
+    assert len(served) == 7 and not served & set(UNMASKED)
+    assert f"have no 'seg' label and are left out: {', '.join(UNMASKED)}" in caplog.text

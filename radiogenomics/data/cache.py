@@ -5,7 +5,8 @@ worker processes); `PreprocessCache` is the preprocessing's own, and `case_sourc
 `run_preprocessing` are its steps that inference reuses without a cache.
 
 Each entry is a folder ``<case id>-<key>/`` holding ``image.npy`` (float16 by default,
-memory-mapped on read), ``seg.npy`` (uint8, when masks are used) and ``meta.json``. The key
+memory-mapped on read), ``seg.npy`` (uint8, when masks are used; absent for a case without
+one when they are optional, ``seg_optional``) and ``meta.json``. The key
 hashes the preprocessing config and the size and modification time of every source file,
 so changing either makes a new entry: a stale one is never read. Entries are written to a
 temporary folder and renamed into place, so a killed preparation leaves no partial entry.
@@ -20,6 +21,7 @@ valid entry: the first complete one renamed into place wins, later writers drop 
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import json
@@ -112,7 +114,8 @@ def case_sources(case: Case, config: PreprocessConfig, hint: str = SEQUENCES_HIN
     """Source files of a case that `config` reads: its sequences, its mask ``with_seg``, and
     with ``register`` the series registered to the template (T1wCE when the case has it).
 
-    A missing sequence raises a `DataError` with `hint`.
+    A missing sequence raises a `DataError` with `hint`, and so does a missing mask unless
+    ``seg_optional`` (the case is then read without one).
     """
     images = case["images"]
     missing = [s for s in config.sequences if s not in images]
@@ -123,11 +126,11 @@ def case_sources(case: Case, config: PreprocessConfig, hint: str = SEQUENCES_HIN
     if config.register:
         fixed = fixed_series(images, config.sequences)
         sources[fixed] = images[fixed]
-    if config.with_seg:
-        if not case.get("seg"):
-            raise DataError("no tumour mask for this case", patient=case["id"],
-                            hint="segmentation needs a cohort with masks (data=brats)")
+    if config.with_seg and case.get("seg"):
         sources["seg"] = case["seg"]
+    elif config.with_seg and not config.seg_optional:
+        raise DataError("no tumour mask for this case", patient=case["id"],
+                        hint="segmentation needs a cohort with masks (data=brats)")
     if config.roi:  # the mask its tumour ROI is cropped by (radiogenomics.data.roi)
         sources[ROI_KEY] = roi_mask_path(case, predicted=config.roi_model is not None)
     return sources
@@ -290,7 +293,8 @@ class PreprocessCache(CaseCache):
     def __init__(self, root: str | Path, config: PreprocessConfig) -> None:
         super().__init__(root)
         self.config = config
-        self._pipeline = None
+        self._pipelines: dict[bool, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+        """The pipeline of cases with a mask (True) and without (False, ``seg_optional``)."""
         # entry folder of each case already loaded: fingerprinting stats every source file
         # (~440 per RSNA patient), too slow to repeat on every draw of a training epoch
         self._loaded: dict[str, Path] = {}
@@ -312,8 +316,11 @@ class PreprocessCache(CaseCache):
     def valid(self, entry: Path) -> bool:
         return self.problem(entry) is None
 
-    def _array_names(self) -> list[str]:
-        return ["image", "seg"] if self.config.with_seg else ["image"]
+    def _array_names(self, files: dict[str, Any]) -> list[str]:
+        """The arrays an entry holds, from its ``meta.json`` record `files`: ``seg`` with
+        ``with_seg`` (only when recorded, with ``seg_optional``: a case without a mask)."""
+        optional = self.config.seg_optional and "seg.npy" not in files
+        return ["image", "seg"] if self.config.with_seg and not optional else ["image"]
 
     def problem(self, entry: Path, checksums: bool = True) -> str | None:
         """What is wrong with an entry (None: usable). "absent" when it was never completed.
@@ -330,7 +337,7 @@ class PreprocessCache(CaseCache):
         files = meta.get("files") if isinstance(meta, dict) else None
         if not isinstance(files, dict):
             return f"{META} records no checksums"
-        for name in self._array_names():
+        for name in self._array_names(files):
             info = files.get(f"{name}.npy")
             path = entry / f"{name}.npy"
             if not isinstance(info, dict):
@@ -390,16 +397,20 @@ class PreprocessCache(CaseCache):
 
     def _read(self, entry: Path, mmap: bool = True) -> dict[str, np.ndarray]:
         mode = "r" if mmap else None
+        files = {path.name: None for path in entry.glob("*.npy")}
         return {name: np.load(entry / f"{name}.npy", mmap_mode=mode)
-                for name in self._array_names()}
+                for name in self._array_names(files)}
 
     def compute(self, case: Case) -> dict[str, np.ndarray]:
         """Run the deterministic pipeline on one case (no cache involved)."""
-        if self._pipeline is None:
-            self._pipeline = preprocessing(self.config)
-        result = run_preprocessing(self._pipeline, case, self.sources(case))
+        sources = self.sources(case)
+        with_seg = "seg" in sources  # False for a case without a mask (seg_optional)
+        if with_seg not in self._pipelines:
+            self._pipelines[with_seg] = preprocessing(
+                dataclasses.replace(self.config, with_seg=with_seg))
+        result = run_preprocessing(self._pipelines[with_seg], case, sources)
         out = {"image": _numpy(result["image"]).astype(self.config.dtype)}
-        if self.config.with_seg:
+        if with_seg:
             out["seg"] = _numpy(result["seg"]).astype(np.uint8)
         if REGISTRATION_KEY in result:
             out[REGISTRATION_KEY] = result[REGISTRATION_KEY]

@@ -138,6 +138,11 @@ class CachedVolumeDataset(Dataset):
         }
         if "seg" in arrays:
             item["seg"] = torch.from_numpy(np.array(arrays["seg"])).long()
+        if self.cache.config.seg_optional:
+            # a case without a mask gets an empty one, so batches collate; has_seg tells apart
+            item["has_seg"] = "seg" in item
+            if not item["has_seg"]:
+                item["seg"] = torch.zeros((1, *image.shape[1:]), dtype=torch.long)
         if self.transform is not None:
             if isinstance(self.transform, Randomizable):
                 # MONAI seeds transforms from OS entropy: seed them from torch's RNG instead, so
@@ -162,9 +167,11 @@ class MRIDataModule(pl.LightningDataModule):
     ``target`` is the label the model needs (``mgmt``, ``grade``, ``survival_class``,
     ``seg``); asking a cohort for a label it lacks raises an error naming a data config
     that has it. ``with_seg`` serves each case's tumour mask beside another target (multi-task
-    models). ``roi="tumour"`` crops each case around its tumour mask (`radiogenomics.data.roi`):
-    the cohort's own, or the one predicted by the segmenter run ``roi_model`` (``roi_masks``,
-    from the config, predicts and caches them). In DDP, the process that runs ``prepare_data``
+    models); with ``seg_optional`` a case without one is kept, served with an empty ``seg``
+    and ``has_seg`` false (every item then has ``has_seg``). ``roi="tumour"`` crops each case
+    around its tumour mask (`radiogenomics.data.roi`): the cohort's own, or the one predicted
+    by the segmenter run ``roi_model`` (``roi_masks``, from the config, predicts and caches
+    them). In DDP, the process that runs ``prepare_data``
     (global rank 0 with ``shared_cache``, else local rank 0 of each machine) fills the cache
     and writes the splits; the others only read both. The test set is the cohort's labelled
     ``test`` split when ``test_split="test"``, or the fold's validation patients when
@@ -200,6 +207,7 @@ class MRIDataModule(pl.LightningDataModule):
         on_error: str = "raise",
         skip_invalid_files: bool = False,
         with_seg: bool = False,
+        seg_optional: bool = False,
         register: bool = False,
         roi: str | None = None,
         roi_margin_mm: float = 10.0,
@@ -227,6 +235,7 @@ class MRIDataModule(pl.LightningDataModule):
             spacing=_spacing(spacing),
             spatial_size=_sizes(spatial_size, "data.spatial_size"),
             with_seg=target == SEGMENTATION_TARGET or bool(with_seg),
+            seg_optional=self._seg_optional(seg_optional, target),
             slab=slab,
             skip_invalid_files=bool(skip_invalid_files),
             register=bool(register),
@@ -275,6 +284,16 @@ class MRIDataModule(pl.LightningDataModule):
         self.train_cases: list[Case] = []
         self.val_cases: list[Case] = []
         self.test_cases: list[Case] = []
+
+    @staticmethod
+    def _seg_optional(seg_optional: Any, target: str) -> bool:
+        """Whether cases without a mask are served (multi-task models); never to segmenters."""
+        if seg_optional and target == SEGMENTATION_TARGET:
+            raise ConfigError("a segmenter learns from masks only: a case without one cannot "
+                              "train it", key="data.seg_optional",
+                              hint="set data.seg_optional=false (cases without masks are "
+                                   "reported as failures)")
+        return bool(seg_optional)
 
     @property
     def num_channels(self) -> int:
@@ -427,11 +446,12 @@ class MRIDataModule(pl.LightningDataModule):
         if self.train_cases or self.val_cases:
             return
         self.cache.read_only = not self._prepares_here()
-        cases = self._usable(self._cohort("train"))
-        if not cases:
+        # as prepare_data: the cases without the target (a segmenter's without a mask) are
+        # left out, with require_label's warning, before the cache is asked for them
+        labelled = self._usable(require_label(self._cohort("train"), self.target, self.layout))
+        if not labelled:
             raise CohortError("no usable case in the cohort", path=self.root,
                               hint="check data.root and data.layout")
-        labelled = require_label(cases, self.target, self.layout)
         self.splits = self._load_splits(labelled)
         fold = self.splits["folds"][self.fold]
         by_id = {c["id"]: c for c in labelled}

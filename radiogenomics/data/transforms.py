@@ -42,6 +42,9 @@ class PreprocessConfig:
     spacing: tuple[float, float, float] | None = (2.0, 2.0, 2.0)
     spatial_size: tuple[int, int, int] = (48, 48, 48)
     with_seg: bool = False
+    seg_optional: bool = False
+    """With ``with_seg``: a case without a tumour mask is prepared with its image only (a
+    multi-task model trains its classification term on it) instead of failing."""
     crop_foreground: bool = True
     slab: int | None = None
     dtype: str = "float16"
@@ -59,6 +62,9 @@ class PreprocessConfig:
 
     def to_dict(self) -> dict[str, Any]:
         values = asdict(self)
+        # an entry holds the same arrays whether a missing mask is allowed or not (a case
+        # without one fails otherwise): caches of multi-task and segmentation runs are shared
+        del values["seg_optional"]
         if not self.register:
             del values["register"]  # off: the keys of caches made before it existed stay valid
         if self.roi is None:  # likewise for the ROI settings

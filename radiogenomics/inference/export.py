@@ -172,8 +172,8 @@ def output_meaning(model: TrainedModel) -> dict[str, Any]:
     if hasattr(model.module, "heads"):  # multitask: the net called on images gives class logits
         meaning["segmentation"] = (
             "not exported: the network is the multitask net's classification path (encoder and "
-            "class head), what predict.py uses for a multitask run, which writes class "
-            "predictions only; its segmentation decoder needs the training run")
+            "class head), what predict.py uses for a multitask run's class predictions; its "
+            "segmentation decoder, which gives the run's masks, needs the training run")
     return meaning
 
 

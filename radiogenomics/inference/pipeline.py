@@ -5,7 +5,9 @@ reads the cohort, and hands classifiers to `classify` (submission.csv, predictio
 maps, uncertainty.csv, report; probabilities calibrated by the multirun's calibration.json,
 and a DeLong comparison with the model(s) of ``compare_ckpt_path``, when there are) and
 segmenters to `segment` (masks, segmentations.csv, voxel-wise uncertainty maps and
-uncertainty.csv, Dice report); both write errors.csv.
+uncertainty.csv, Dice report); both write errors.csv. A multi-task run (not its export,
+which holds the class output only) is classified and writes its masks and segmentations.csv
+too (`multitask_masks`; its report is the classification one).
 Every patient of the cohort has a row, even when none could be read: the caller exits with
 `EXIT_PATIENTS_FAILED` when any failed.
 """
@@ -74,8 +76,10 @@ def _tool(cfg: DictConfig, group: str) -> Any:
 
 
 def classify(cfg: DictConfig, models: list[TrainedModel], cohort: Cohort, out_dir: Path,
-             device: torch.device) -> tuple[CohortPrediction, EvaluationReport | None]:
-    """Probabilities (+ maps, uncertainty) of every patient, the submission and the report."""
+             device: torch.device, notes: list[str] | None = None
+             ) -> tuple[CohortPrediction, EvaluationReport | None]:
+    """Probabilities (+ maps, uncertainty) of every patient, the submission and the report
+    (with `notes`, lines on what else was written)."""
     explainer = _tool(cfg, "interpret")
     uncertainty = _tool(cfg, "uncertainty")
     predictor = CohortPredictor(models, out_dir, fallback=cfg.fallback, explainer=explainer,
@@ -94,7 +98,7 @@ def classify(cfg: DictConfig, models: list[TrainedModel], cohort: Cohort, out_di
     ids, y, probabilities = labelled(result)
     if not (cfg.report and ids):
         return result, None
-    notes = _notes(cohort, models, len(ids), result.failures)
+    notes = _notes(cohort, models, len(ids), result.failures) + list(notes or [])
     if calibration:
         notes.append(f"probabilities calibrated: {calibration}")
     comparison = (_comparison(cfg, cohort, ids, result.target, device)
@@ -166,6 +170,33 @@ def segment(cfg: DictConfig, models: list[TrainedModel], cohort: Cohort,
         out_dir, scores, title="Segmentation", notes=_notes(cohort, models, len(scores),
                                                             result.failures),
         cases=_ranked_figures(result, cohort, segmenter, out_dir))
+
+
+def multitask_masks(cfg: DictConfig, models: list[TrainedModel], cohort: Cohort,
+                    out_dir: Path) -> list[str]:
+    """A multi-task model's tumour masks (``masks/<id>_seg.nii.gz``) and segmentations.csv
+    (region volumes; Dice and HD95 where the cohort has masks), written as `segment` writes a
+    segmenter's, beside its class predictions; lines for the classification report."""
+    if not hasattr(models[0].module, "segmentation_head"):
+        return []
+    if models[0].segmentation_module is None:
+        log.info("%s is an exported multi-task model, which holds its class output only: no "
+                 "masks written (masks need the training run: ckpt_path=<run>)",
+                 models[0].run_dir)
+        return []
+    if cfg.get("interpret") or cfg.get("uncertainty"):
+        log.info("interpret= and uncertainty= apply to the multi-task model's class output: "
+                 "its masks are written without uncertainty maps")
+    result = CohortSegmenter(models, out_dir).segment(cohort)
+    outputs.write_segmentations(result, out_dir / "segmentations.csv")
+    written = sum(p.mask is not None for p in result.patients)
+    scores = [p.scores["dice_wt"] for p in result.patients if p.scores]
+    line = f"tumour masks: {written} in masks/, volumes and scores in segmentations.csv"
+    if scores:
+        line += (f"; mean whole-tumour Dice {np.mean(scores):.3f} over {len(scores)} "
+                 "patient(s) with masks")
+    log.info("%s", line)
+    return [line]
 
 
 def _ranked_figures(result: CohortSegmentation, cohort: Cohort, segmenter: CohortSegmenter,
@@ -249,7 +280,7 @@ def predict_cohort(cfg: DictConfig) -> tuple[Result, EvaluationReport | None]:
         split=cfg.data.split,
         image_format=image_format,
     )
-    if models[0].is_segmenter:
+    if models[0].segmentation_module is not None:
         check_mask_space(cohort, image_format, models[0].preprocess.register)
     check_roi_masks(models[0], cohort, roi_model)
     if not cohort.cases:
@@ -260,7 +291,8 @@ def predict_cohort(cfg: DictConfig) -> tuple[Result, EvaluationReport | None]:
     if models[0].is_segmenter:
         result, report = segment(cfg, models, cohort, out_dir)
     else:
-        result, report = classify(cfg, models, cohort, out_dir, device)
+        notes = multitask_masks(cfg, models, cohort, out_dir)
+        result, report = classify(cfg, models, cohort, out_dir, device, notes)
     outputs.write_errors(result, out_dir / "errors.csv")
     log.info(outputs.summary_line(result))
     if report is not None:

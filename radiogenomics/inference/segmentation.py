@@ -1,5 +1,8 @@
 """Segment a cohort with one segmenter or a fold ensemble: masks, region volumes, Dice.
 
+Multi-task runs segment too, by their segmentation output (`TrainedModel.segmentation_module`):
+predict.py writes their masks beside their class predictions.
+
 Each mask comes from the members' probabilities averaged and mapped back to the grid of the
 model's first sequence as read from disk (`radiogenomics.inference.masks`), and is
 written as ``masks/<id>_seg.nii.gz`` with the codes of the case's label scheme (BraTS 2021
@@ -101,8 +104,9 @@ class CohortSegmenter:
 
     def __init__(self, models: list[TrainedModel], out_dir: str | Path, *,
                  uncertainty: UncertaintyEstimator | None = None) -> None:
-        if not models or not models[0].is_segmenter:
-            raise RadiogenomicsError("CohortSegmenter needs segmentation models (target seg)")
+        if not models or any(m.segmentation_module is None for m in models):
+            raise RadiogenomicsError("CohortSegmenter needs models that segment (target seg, "
+                                     "or multi-task runs)")
         if uncertainty is not None:
             for model in models:
                 uncertainty.check(model.net, voxelwise=True)
@@ -110,11 +114,12 @@ class CohortSegmenter:
         self.out_dir = Path(out_dir)
         self.uncertainty = uncertainty
         self.preprocessor = CasePreprocessor(models[0].preprocess)
+        self.modules = [m.segmentation_module for m in models]
 
     def segment_case(self, case: Case) -> PatientSegmentation:
         """One patient's mask, volumes, scores and uncertainty; DataError if unreadable."""
         prepared = self.preprocessor(case)
-        modules = [m.module for m in self.models]
+        modules = self.modules
         probabilities = np.mean([probability_map(m, prepared.image) for m in modules], axis=0)
         if not np.isfinite(probabilities).all():
             raise DataError("the model's output is not finite (NaN or inf): no mask written",
@@ -159,13 +164,12 @@ class CohortSegmenter:
     def _uncertainty(self, prepared: PreparedCase, mask: Volume) -> MaskUncertainty:
         """Every member's probability maps, summarised and written on the mask's grid."""
         statistics = VoxelStatistics()
-        for model in self.models:
-            module = model.module
+        for model, module in zip(self.models, self.modules):
             image = prepared.image.to(module.device)
             statistics.add(self.uncertainty.voxel_samples(
                 lambda batch, module=module: batch_probabilities(module, batch), model.net,
                 image))
-        exclusive = self.models[0].module.hparams.output == "labels"
+        exclusive = self.modules[0].hparams.output == "labels"
         maps = statistics.summary(self.uncertainty.name, exclusive)
         channels = len(maps.mean)
         stacked = np.concatenate([maps.mean, maps.std, maps.entropy[None]])

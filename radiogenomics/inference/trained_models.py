@@ -90,6 +90,17 @@ class TrainedModel:
         return self.target == SEGMENTATION_TARGET
 
     @property
+    def segmentation_module(self) -> nn.Module | None:
+        """What gives this model's tumour masks (`radiogenomics.inference.masks`): a
+        segmenter's module, a multi-task module's `SegmentationHead`; None for a classifier
+        and for an exported multi-task model (its network gives the class output only)."""
+        if self.is_segmenter:
+            return self.module
+        if hasattr(self.module, "segmentation_head") and not isinstance(self.net, ExportedNet):
+            return self.module.segmentation_head()
+        return None
+
+    @property
     def axis(self) -> int | None:
         """The axis a 2D classifier's slices are cut across; None for a volume net."""
         return self.slicing.axis if self.slicing else None

@@ -42,9 +42,10 @@ class MultiTaskModule(ClassificationModule):
     without a mask (``has_seg`` false, or no ``seg`` in the batch) count in the
     classification term only. Logs the classifier's ``{split}/auc``,
     ``acc``, ``f1`` and ``val/auc_best``, the segmenter's per-case scores over the cases
-    with masks (``val|test/dice``, ``dice_wt``...), and both terms unweighted. Called on
-    images, the module (and its net) gives the class logits, the classifier's contract that
-    predict.py uses; `heads` gives both outputs.
+    with masks (``val|test/dice``, ``dice_wt``...; not logged when no case has one), and both
+    terms unweighted. Called on images, the module (and its net) gives the class logits, the
+    classifier's contract that predict.py uses; `heads` gives both outputs, and
+    `segmentation_head` the masks' side as a segmenter (predict.py writes masks with it).
     """
 
     def __init__(self, *args: Any, output: str = "regions", seg_loss: str = "dice_ce",
@@ -68,6 +69,10 @@ class MultiTaskModule(ClassificationModule):
                 f"the net gives {segmentation.shape[1]} segmentation channels but model.output="
                 f"{self.hparams.output} needs {self.channels}: set model.net.out_channels")
         return segmentation, logits
+
+    def segmentation_head(self) -> SegmentationHead:
+        """This module seen as a segmenter (`SegmentationHead`), for predict.py's masks."""
+        return SegmentationHead(self)
 
     def _step(self, batch: dict[str, Any], split: str) -> torch.Tensor:
         segmentation, logits = self.heads(batch["image"])
@@ -102,3 +107,36 @@ class MultiTaskModule(ClassificationModule):
             self.log_dict(segmentation, prog_bar=split == "val")
             values.update(segmentation)
         return values
+
+
+class SegmentationHead(nn.Module):
+    """A `MultiTaskModule`'s segmentation output with a segmenter's contract (``logits``,
+    ``probabilities``, ``label_map``, ``hparams.output``), as `radiogenomics.inference.masks`
+    reads segmenters: whole volumes, no sliding window."""
+
+    def __init__(self, module: MultiTaskModule) -> None:
+        super().__init__()
+        self.module = module
+        self.hparams = module.hparams
+        self.training = module.training  # eval() and train() then act on the module's mode
+
+    @property
+    def device(self) -> torch.device:
+        return self.module.device
+
+    @property
+    def net(self) -> nn.Module:
+        return self.module.net
+
+    def logits(self, image: torch.Tensor) -> torch.Tensor:
+        """Segmentation logits (B, K, ...) of whole volumes."""
+        return self.module.heads(image)[0]
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Sigmoid region probabilities or softmax label probabilities."""
+        return segmentation_probabilities(logits, self.hparams.output)
+
+    def label_map(self, probabilities: torch.Tensor) -> torch.Tensor:
+        """Internal label map (B, 1, ...) of region or label probabilities (B, K, ...)."""
+        return segmentation_label_map(probabilities, self.hparams.output,
+                                      self.hparams.threshold)
