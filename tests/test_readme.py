@@ -551,7 +551,8 @@ CASES: dict[str, Case] = {
              check=lambda ws, filled: _predict(ws, filled, _test_patients(ws.cohort))),
     "python predict.py ckpt_path=logs/train/multiruns/<cv run> data.root=DIR":
         Case(fill={"logs/train/multiruns/<cv run>": _run_of("cv_run"), "DIR": _cohort("rsna")},
-             check=lambda ws, filled: _predict(ws, filled, _test_patients(ws.cohort))),
+             check=lambda ws, filled: _predict(ws, filled, _test_patients(ws.cohort)),
+             slow=True),  # the same multirun predicts in the DeLong case below
     "python predict.py ckpt_path=logs/train/multiruns/<cv run> data.root=DIR data.split=train "
     "compare_ckpt_path=logs/train/runs/<run>":
         Case(fill={"logs/train/multiruns/<cv run>": _run_of("cv_run"), "DIR": _cohort("rsna"),
@@ -590,9 +591,11 @@ CASES: dict[str, Case] = {
     "python train.py model=<name>":  # unet: tests/test_segmentation.py trains model=unet
         _train_case("unet", slow=True, **{"<name>": lambda ws: "unet"}),
     "python train.py data=rsna data.root=DIR": _train_case("rsna", DIR=_cohort("rsna")),
-    "python train.py data=brats data.root=DIR": _train_case("brats", DIR=_cohort("brats")),
+    "python train.py data=brats data.root=DIR":  # data=brats: tests/test_export.py, test_multitask
+        _train_case("brats", slow=True, DIR=_cohort("brats")),
     "python train.py data=brats_hgg_lgg data.root=DIR model.target=grade":
-        _train_case("hgg_lgg", DIR=lambda ws: str(ws.hgg_lgg)),
+        _train_case("hgg_lgg", slow=True,  # grade on HGG/LGG: the experiment=<recipe> case
+                    DIR=lambda ws: str(ws.hgg_lgg)),
     "python train.py data.sequences=[FLAIR,T1w,T1wCE,T2w]":
         _train_case("sequences", slow=True),  # four sequences: also tests/test_train.py
     "python train.py -m hparams_search=<name>":
