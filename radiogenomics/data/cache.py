@@ -277,8 +277,9 @@ class CaseCache:
 
         Failures do not stop the others: each is recorded in the report with its reason.
         """
-        return fill_cache(cases, self.entry, self.ready, self._builder(), workers, progress,
-                          self.DESCRIPTION)
+        with keep_freed_memory():  # one patient's pages serve the next (see allocator)
+            return fill_cache(cases, self.entry, self.ready, self._builder(), workers,
+                              progress, self.DESCRIPTION)
 
 
 class PreprocessCache(CaseCache):
@@ -316,11 +317,10 @@ class PreprocessCache(CaseCache):
     def valid(self, entry: Path) -> bool:
         return self.problem(entry) is None
 
-    def _array_names(self, files: dict[str, Any]) -> list[str]:
-        """The arrays an entry holds, from its ``meta.json`` record `files`: ``seg`` with
-        ``with_seg`` (only when recorded, with ``seg_optional``: a case without a mask)."""
-        optional = self.config.seg_optional and "seg.npy" not in files
-        return ["image", "seg"] if self.config.with_seg and not optional else ["image"]
+    def _array_names(self, has_seg: bool = True) -> list[str]:
+        """The arrays an entry holds: ``seg`` with ``with_seg``, unless the case has no mask
+        (`has_seg` false: ``seg_optional``)."""
+        return ["image", "seg"] if self.config.with_seg and has_seg else ["image"]
 
     def problem(self, entry: Path, checksums: bool = True) -> str | None:
         """What is wrong with an entry (None: usable). "absent" when it was never completed.
@@ -337,7 +337,7 @@ class PreprocessCache(CaseCache):
         files = meta.get("files") if isinstance(meta, dict) else None
         if not isinstance(files, dict):
             return f"{META} records no checksums"
-        for name in self._array_names(files):
+        for name in self._array_names(not self.config.seg_optional or "seg.npy" in files):
             info = files.get(f"{name}.npy")
             path = entry / f"{name}.npy"
             if not isinstance(info, dict):
@@ -397,9 +397,9 @@ class PreprocessCache(CaseCache):
 
     def _read(self, entry: Path, mmap: bool = True) -> dict[str, np.ndarray]:
         mode = "r" if mmap else None
-        files = {path.name: None for path in entry.glob("*.npy")}
+        has_seg = not self.config.seg_optional or (entry / "seg.npy").is_file()
         return {name: np.load(entry / f"{name}.npy", mmap_mode=mode)
-                for name in self._array_names(files)}
+                for name in self._array_names(has_seg)}
 
     def compute(self, case: Case) -> dict[str, np.ndarray]:
         """Run the deterministic pipeline on one case (no cache involved)."""
@@ -471,34 +471,33 @@ def fill_cache(cases: list[Case], entry: Callable[[Case], Path], ready: Callable
     bar = tqdm(total=len(cases), desc=desc, unit="patient", disable=not progress)
     pool: ProcessPoolExecutor | None = None
     futures = {}
-    with keep_freed_memory():  # one patient's pages serve the next (see allocator)
-        try:
-            for case in cases:
-                try:
-                    path = entry(case)
-                except DataError as err:
-                    report.failed.append(Failure.from_error(err, case["id"]))
-                    bar.update()
-                    continue
-                if ready(path):
-                    report.cached.append(case["id"])
-                    bar.update()
-                elif workers <= 1:
-                    _record(report, case["id"], _attempt(build, case, path))
-                    bar.update()
-                else:
-                    if pool is None:
-                        pool = ProcessPoolExecutor(
-                            max_workers=min(workers, len(cases)), mp_context=_mp_context(),
-                            initializer=_init_worker)
-                    futures[pool.submit(_attempt, build, case, path)] = case["id"]
-            for future in as_completed(futures):
-                _record(report, futures[future], future.result())
+    try:
+        for case in cases:
+            try:
+                path = entry(case)
+            except DataError as err:
+                report.failed.append(Failure.from_error(err, case["id"]))
                 bar.update()
-        finally:
-            if pool is not None:
-                pool.shutdown(cancel_futures=True)
-            bar.close()
+                continue
+            if ready(path):
+                report.cached.append(case["id"])
+                bar.update()
+            elif workers <= 1:
+                _record(report, case["id"], _attempt(build, case, path))
+                bar.update()
+            else:
+                if pool is None:
+                    pool = ProcessPoolExecutor(
+                        max_workers=min(workers, len(cases)), mp_context=_mp_context(),
+                        initializer=_init_worker)
+                futures[pool.submit(_attempt, build, case, path)] = case["id"]
+        for future in as_completed(futures):
+            _record(report, futures[future], future.result())
+            bar.update()
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+        bar.close()
     return report
 
 

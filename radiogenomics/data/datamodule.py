@@ -291,8 +291,8 @@ class MRIDataModule(pl.LightningDataModule):
         if seg_optional and target == SEGMENTATION_TARGET:
             raise ConfigError("a segmenter learns from masks only: a case without one cannot "
                               "train it", key="data.seg_optional",
-                              hint="set data.seg_optional=false (cases without masks are "
-                                   "reported as failures)")
+                              hint="set data.seg_optional=false (a segmenter leaves the cases "
+                                   "without masks out, naming them)")
         return bool(seg_optional)
 
     @property
